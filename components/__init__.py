@@ -1,0 +1,1 @@
+"""Gradio views of SynthesizeMe Studio (thin layers over the synth library)."""

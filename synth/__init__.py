@@ -1,0 +1,1 @@
+"""SynthesizeMe Studio: personalized LLM judges from a few preferences, and population insights."""

@@ -1,0 +1,272 @@
+"""Preference pairs in the official SynthesizeMe / PersonalRewardBench row shape, with strict validation.
+
+A row is ``{"context": [{"role", "content"}, ...], "chosen": {"role", "content"},
+"rejected": {"role", "content"}, "user_id"?, "conversation_id"?, "split"?}``. Files are JSONL (one row per
+line) or a JSON list. Every error names the file, the line and the field so a user can fix it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONTEXT_ROLES = frozenset({"user", "assistant", "model", "system"})
+COMPLETION_ROLES = frozenset({"assistant", "model"})
+OPTIONAL_TEXT_FIELDS = ("user_id", "conversation_id", "split")
+# A turn above this size is almost certainly a pasted file, not a conversation; refuse it outright.
+MAX_TURN_CHARS = 200_000
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+class PairFileError(ValueError):
+    """A preference file could not be read; the message names file, line and field."""
+
+    def __init__(self, path: str | os.PathLike | None, line: int | None, field_name: str | None, problem: str):
+        self.path = str(path) if path is not None else "<input>"
+        self.line = line
+        self.field_name = field_name
+        self.problem = problem
+        where = [self.path]
+        if line is not None:
+            where.append(f"line {line}")
+        if field_name:
+            where.append(f"field '{field_name}'")
+        super().__init__(f"{', '.join(where)}: {problem}")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation."""
+
+    role: str
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A user's choice between two completions of the same conversation."""
+
+    context: tuple[Turn, ...]
+    chosen: Turn
+    rejected: Turn
+    user_id: str | None = None
+    conversation_id: str | None = None
+    split: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "context": [t.to_dict() for t in self.context],
+            "chosen": self.chosen.to_dict(),
+            "rejected": self.rejected.to_dict(),
+        }
+        for name in OPTIONAL_TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                row[name] = value
+        row.update(self.extra)
+        return row
+
+    @property
+    def prompt(self) -> str:
+        """The last user message: what the two completions answer."""
+        for turn in reversed(self.context):
+            if turn.role == "user":
+                return turn.content
+        return self.context[-1].content if self.context else ""
+
+    @classmethod
+    def from_dict(cls, row: Any, *, path: str | os.PathLike | None = None, line: int | None = None) -> PreferencePair:
+        """Validate one row; raise PairFileError naming the offending field."""
+
+        def fail(field_name: str | None, problem: str) -> PairFileError:
+            return PairFileError(path, line, field_name, problem)
+
+        if not isinstance(row, dict):
+            raise fail(None, f"expected a JSON object, got {type(row).__name__}")
+        for required in ("context", "chosen", "rejected"):
+            if required not in row:
+                raise fail(required, "missing required field")
+        context = row["context"]
+        if isinstance(context, str):  # a bare prompt string is a one-turn conversation
+            context = [{"role": "user", "content": context}]
+        if not isinstance(context, list) or not context:
+            raise fail("context", "must be a non-empty list of {role, content} turns")
+        turns = tuple(_parse_turn(t, f"context[{i}]", CONTEXT_ROLES, fail) for i, t in enumerate(context))
+        chosen = _parse_turn(row["chosen"], "chosen", COMPLETION_ROLES, fail)
+        rejected = _parse_turn(row["rejected"], "rejected", COMPLETION_ROLES, fail)
+        if chosen.content.strip() == rejected.content.strip():
+            raise fail("rejected", "chosen and rejected completions are identical; the pair says nothing")
+        optional: dict[str, str | None] = {}
+        for name in OPTIONAL_TEXT_FIELDS:
+            value = row.get(name)
+            if value is not None and not isinstance(value, (str, int)):
+                raise fail(name, f"must be a string, got {type(value).__name__}")
+            optional[name] = None if value is None else str(value)
+        known = {"context", "chosen", "rejected", *OPTIONAL_TEXT_FIELDS}
+        extra = {k: v for k, v in row.items() if k not in known}
+        return cls(context=turns, chosen=chosen, rejected=rejected, extra=extra, **optional)
+
+    def with_split(self, split: str) -> PreferencePair:
+        return PreferencePair(self.context, self.chosen, self.rejected, self.user_id, self.conversation_id, split,
+                              dict(self.extra))
+
+
+def _parse_turn(value: Any, name: str, roles: frozenset[str], fail) -> Turn:
+    if isinstance(value, str):  # some exports store completions as bare strings
+        value = {"role": "assistant", "content": value}
+    if not isinstance(value, dict):
+        raise fail(name, f"must be an object with 'role' and 'content', got {type(value).__name__}")
+    role, content = value.get("role"), value.get("content")
+    if not isinstance(role, str):
+        raise fail(f"{name}.role", "missing or not a string")
+    if role not in roles:
+        raise fail(f"{name}.role", f"'{role}' is not one of {sorted(roles)}")
+    if not isinstance(content, str):
+        raise fail(f"{name}.content", "missing or not a string")
+    if not content.strip():
+        raise fail(f"{name}.content", "empty content")
+    if len(content) > MAX_TURN_CHARS:
+        raise fail(f"{name}.content", f"{len(content):,} characters is over the {MAX_TURN_CHARS:,} limit for one turn")
+    return Turn(role=role, content=content)
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise PairFileError(path, None, None, "file not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise PairFileError(path, None, None, "file is empty")
+    if size > MAX_FILE_BYTES:
+        raise PairFileError(path, None, None, f"file is {size:,} bytes, over the {MAX_FILE_BYTES:,} byte limit")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise PairFileError(path, None, None, "looks like a binary file, expected JSONL or JSON text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PairFileError(path, line, None, "not valid UTF-8 text") from None
+    if not text.strip():
+        raise PairFileError(path, None, None, "file is empty")
+    return text
+
+
+def parse_pairs_text(text: str, path: str | os.PathLike | None = None) -> list[PreferencePair]:
+    """Parse JSONL or a JSON list, keeping file line numbers for errors."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        return _parse_json_list(text, path)
+    pairs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PairFileError(path, number, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        pairs.append(PreferencePair.from_dict(row, path=path, line=number))
+    if not pairs:
+        raise PairFileError(path, None, None, "no preference pairs found")
+    return pairs
+
+
+def _parse_json_list(text: str, path) -> list[PreferencePair]:
+    decoder = json.JSONDecoder()
+    position = text.index("[") + 1
+    pairs: list[PreferencePair] = []
+
+    def line_of(offset: int) -> int:
+        return text.count("\n", 0, offset) + 1
+
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text):
+            raise PairFileError(path, line_of(position), None, "JSON list is not closed with ']'")
+        if text[position] == "]":
+            break
+        try:
+            row, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise PairFileError(path, exc.lineno, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        pairs.append(PreferencePair.from_dict(row, path=path, line=line_of(position)))
+        position = end
+    if text[position + 1:].strip():
+        raise PairFileError(path, line_of(position + 1), None, "unexpected text after the JSON list")
+    if not pairs:
+        raise PairFileError(path, None, None, "no preference pairs found")
+    return pairs
+
+
+def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
+    """Read a JSONL or JSON-list file of preference pairs; raise PairFileError on any problem."""
+    path = Path(path)
+    return parse_pairs_text(_read_text(path), path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write through a temporary file and rename, so a crash never leaves half a file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> None:
+    """Write JSONL (or a JSON list when the name ends in .json) in the official row shape."""
+    rows = [p.to_dict() for p in pairs]
+    if str(path).endswith(".json"):
+        text = json.dumps(rows, ensure_ascii=False, indent=1) + "\n"
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    atomic_write_text(path, text)
+
+
+def split_train_validation(pairs: Sequence[PreferencePair], validation_fraction: float = 0.3
+                           ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """The official library's default: the last share of the given order is validation.
+
+    Pairs that carry ``split`` = train/val(idation) are honoured instead. At least one pair stays on each side
+    whenever there are two or more.
+    """
+    marked_val = [p for p in pairs if (p.split or "").lower() in {"val", "validation", "dev"}]
+    marked_train = [p for p in pairs if (p.split or "").lower() in {"train", "context"}]
+    if marked_val and marked_train:
+        return marked_train, marked_val
+    pairs = list(pairs)
+    if len(pairs) < 2:
+        raise ValueError(f"need at least 2 preference pairs to fit (one to learn from, one to validate), got {len(pairs)}")
+    n_val = min(len(pairs) - 1, max(1, round(len(pairs) * validation_fraction)))
+    return pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val:]
+
+
+def truncate_middle(text: str, limit: int) -> str:
+    """Keep the start and end of a long turn; the middle is the least informative for a judge."""
+    if limit <= 0 or len(text) <= limit:
+        return text
+    keep = max(limit - 40, 20)
+    head, tail = text[: keep * 2 // 3], text[-(keep - keep * 2 // 3):]
+    return f"{head}\n[... {len(text) - len(head) - len(tail):,} characters omitted ...]\n{tail}"
+
+
+def render_conversation(context: Sequence[Turn], max_turn_chars: int) -> str:
+    """Plain, model-agnostic rendering of the conversation that precedes the two completions."""
+    names = {"user": "User", "assistant": "Assistant", "model": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names.get(t.role, t.role)}: {truncate_middle(t.content, max_turn_chars)}" for t in context)

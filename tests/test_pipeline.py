@@ -1,0 +1,157 @@
+"""The three steps with a scripted LM whose answers are known."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from synth.events import CandidateScored, DemosChosen, FitFinished, PersonaReady, Stage, StageStarted, TraceBootstrapped
+from synth.parallel import FitCancelled
+from synth.pipeline import DefaultJudge, SynthesizeMe
+from tests.scripted import PERSONA, make_pairs, scripted_lm
+
+TRICKS = {1, 4}
+
+
+def fit(seed: int = 0, with_scores: bool = True, n: int = 10, **kwargs):
+    lm, engine = scripted_lm(with_scores=with_scores, **kwargs)
+    events = []
+    model = SynthesizeMe(lm=lm, seed=seed, num_threads=4).fit(make_pairs(n, TRICKS), callback=events.append)
+    return model, engine, events
+
+
+def test_verification_keeps_only_traces_that_match_the_user():
+    model, _, _ = fit()
+    bootstrap = [t for t in model.artifact_["traces"] if t["stage"] == "bootstrap"]
+    assert len(bootstrap) == 7  # last 30% of 10 pairs validate
+    for trace in bootstrap:
+        assert trace["kept"] == (trace["verdict"] == trace["user_choice"])
+        assert trace["kept"] == (trace["pair_index"] not in TRICKS)
+    kept_ids = {i for i, t in enumerate(bootstrap) if t["kept"]}
+    for candidate in model.artifact_["candidates"]:
+        if candidate["stage"] == "bootstrap" and candidate["kind"] == "bootstrapped":
+            assert set(candidate["trace_ids"]) <= kept_ids  # rejected reasoning never becomes a demo
+
+
+def test_best_candidate_wins_and_persona_flows_into_step_three():
+    model, engine, _ = fit()
+    candidates = model.artifact_["candidates"]
+    for stage in ("bootstrap", "demos"):
+        ranked = [c for c in candidates if c["stage"] == stage]
+        chosen = model.artifact_["chosen"][stage]
+        best = max(ranked, key=lambda c: (c["accuracy"], c["mean_p_correct"], -c["candidate_id"]))
+        assert chosen == best["candidate_id"]
+    assert model.get_persona() == PERSONA
+    # with the persona in its instructions the judge is never tricked: every step-3 trace is kept
+    assert all(t["kept"] for t in model.artifact_["traces"] if t["stage"] == "demos")
+    assert model.artifact_["validation_accuracy"] == 1.0
+    assert any(has_persona for *_, has_persona in engine.seen_orders)
+    assert len(model.get_demos()) == len(candidates_demos(model))
+
+
+def candidates_demos(model):
+    chosen = model.artifact_["chosen"]["demos"]
+    return next(c for c in model.artifact_["candidates"] if c["stage"] == "demos" and c["candidate_id"] == chosen)[
+        "trace_ids"]
+
+
+def test_validation_pairs_are_scored_in_both_orderings():
+    model, engine, _ = fit()
+    validation = make_pairs(10, TRICKS)[7:]
+    n_candidates = len([c for c in model.artifact_["candidates"] if c["stage"] == "bootstrap"])
+    for pair in validation:
+        chosen, rejected = pair.chosen.content, pair.rejected.content
+        forward = sum(1 for f, s, p in engine.seen_orders if (f, s, p) == (chosen, rejected, False))
+        backward = sum(1 for f, s, p in engine.seen_orders if (f, s, p) == (rejected, chosen, False))
+        assert forward == backward == n_candidates
+    for candidate in model.artifact_["candidates"]:
+        assert len(candidate["per_pair_scores"]) == 3
+
+
+def test_same_seed_reproduces_and_other_seed_differs():
+    first, _, _ = fit(seed=3)
+    again, _, _ = fit(seed=3)
+    other, _, _ = fit(seed=11)
+    assert first.get_persona() == again.get_persona()
+    assert first.get_demos() == again.get_demos()
+    strip = lambda m: [{k: v for k, v in c.items()} for c in m.artifact_["candidates"]]  # noqa: E731
+    assert strip(first) == strip(again)
+    assert [c["trace_ids"] for c in strip(first)] != [c["trace_ids"] for c in strip(other)]
+
+
+def test_events_arrive_in_stage_order_with_traces_and_candidates():
+    _, _, events = fit()
+    stages = [e.stage for e in events if isinstance(e, StageStarted)]
+    assert stages == [Stage.BOOTSTRAP, Stage.PERSONA, Stage.DEMOS]
+    assert sum(isinstance(e, TraceBootstrapped) for e in events) == 14
+    assert any(isinstance(e, TraceBootstrapped) and not e.kept for e in events)
+    assert sum(isinstance(e, CandidateScored) for e in events) >= 4
+    assert isinstance(events[-1], FitFinished) and isinstance(events[-2], DemosChosen)
+    assert any(isinstance(e, PersonaReady) and e.persona == PERSONA for e in events)
+
+
+def test_malformed_verdicts_are_retried_then_recorded_as_fallbacks():
+    model, engine, _ = fit(with_scores=False, malformed_verdicts=2)
+    # two malformed answers: even if both hit one call, its two retries resolve it; nothing dropped
+    assert engine.malformed_verdicts == 0
+    assert model.artifact_["verdict_fallbacks"] == 0
+    assert all(t["verdict"] in ("First", "Second") for t in model.artifact_["traces"])
+    stubborn, _, _ = fit(with_scores=False, malformed_verdicts=10_000)
+    assert stubborn.artifact_["verdict_fallbacks"] > 0
+    assert all(t["verdict"] in ("First", "Second") for t in stubborn.artifact_["traces"])
+    assert {t["verdict_source"] for t in stubborn.artifact_["traces"]} == {"fallback"}
+
+
+def test_predict_evaluate_and_artifact_round_trip(tmp_path):
+    model, _, _ = fit()
+    pair = make_pairs(12)[11]
+    assert model.predict_pairwise(pair.context, pair.chosen, pair.rejected) == 1
+    assert model.predict_pairwise(pair.context, pair.rejected, pair.chosen) == -1
+    assert model.predict_proba(pair.context, pair.chosen, pair.rejected) == pytest.approx(0.8)
+    result = model.evaluate(make_pairs(14)[10:])
+    assert result.accuracy == 1.0 and result.n_judgments == 8 and result.ci_low <= 1.0 <= result.ci_high
+    path = tmp_path / "artifact.json"
+    model.save(path)
+    saved = json.loads(path.read_text())
+    for key in ("persona", "demos", "traces", "candidates", "theta_id", "model", "config", "timings", "lm_usage"):
+        assert key in saved
+    assert saved["lm_usage"]["lm_calls"] > 0
+    lm, _ = scripted_lm()
+    loaded = SynthesizeMe.load(path, lm=lm)
+    assert loaded.get_persona() == model.get_persona() and loaded.get_demos() == model.get_demos()
+    messages = loaded.get_llm_judge_prompt()
+    assert messages[0]["role"] == "system" and PERSONA in messages[0]["content"]
+    assert "{first_reply}" in messages[-1]["content"]
+    assert PERSONA in loaded.get_generation_prompt()
+
+
+def test_default_judge_is_tricked_where_the_persona_judge_is_not():
+    lm, _ = scripted_lm()
+    tricky = make_pairs(6, tricks={0, 1, 2, 3, 4, 5})
+    assert DefaultJudge(lm=lm).fit().evaluate(tricky).accuracy == 0.0
+    model, _, _ = fit()
+    assert model.evaluate(tricky).accuracy == 1.0
+
+
+def test_fit_events_streams_and_cancels():
+    lm, _ = scripted_lm()
+    model = SynthesizeMe(lm=lm, num_threads=2)
+    stream = model.fit_events(make_pairs(10, TRICKS))
+    first = next(stream)
+    assert isinstance(first, StageStarted)
+    stream.close()  # closing the iterator cancels the worker and joins it
+    assert model.persona_ is None
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(FitCancelled):
+        list(SynthesizeMe(lm=lm).fit_events(make_pairs(10), cancel=cancel))
+
+
+def test_quick_mode_shrinks_the_search():
+    lm, engine = scripted_lm()
+    model = SynthesizeMe(lm=lm, quick=True).fit(make_pairs(8, TRICKS))
+    assert model.num_candidates == 3 and model.reasoning_tokens == 48
+    assert len([c for c in model.artifact_["candidates"] if c["stage"] == "bootstrap"]) <= 5
