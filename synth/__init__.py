@@ -1,1 +1,12 @@
-"""SynthesizeMe Studio: personalized LLM judges from a few preferences, and population insights."""
+"""SynthesizeMe Studio: personalized LLM judges (persona + demos) from a handful of pairwise preferences.
+
+Ryan et al., "SynthesizeMe! Inducing Persona-Guided Prompts for Personalized Reward Models in LLMs", ACL 2025.
+"""
+
+from synth.data import PairFileError, PreferencePair, Turn, load_pairs, save_pairs
+from synth.lm import build_lm
+from synth.metrics import Accuracy
+from synth.pipeline import DefaultJudge, SynthesizeMe
+
+__all__ = ["SynthesizeMe", "DefaultJudge", "PreferencePair", "Turn", "load_pairs", "save_pairs", "PairFileError",
+           "build_lm", "Accuracy"]

@@ -25,12 +25,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-base", default=None, help="OpenAI-compatible server URL (vLLM, Ollama...)")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cuda, mps or cpu")
     parser.add_argument("--cache-dir", default=None, help="DSPy response cache (default $SYNTH_CACHE_DIR/dspy)")
+    parser.add_argument("--no-cache", action="store_true", help="always call the model, never reuse cached answers")
 
 
 def _build_lm(args: argparse.Namespace):
     from synth.lm import build_lm
 
-    return build_lm(args.model, api_base=args.api_base, device=args.device)
+    return build_lm(args.model, api_base=args.api_base, device=args.device, cache=not args.no_cache)
 
 
 class ProgressView:

@@ -61,11 +61,14 @@ def as_completion(text: str | dict[str, str] | Turn) -> Turn:
 class _PairwiseEstimator(abc.ABC):
     """Shared prediction and evaluation over a judge program (persona + demos, or neither)."""
 
-    lm: dspy.BaseLM | None
-    reasoning_tokens: int
-    max_turn_chars: int
-    num_threads: int
-    seed: int
+    def __init__(self, lm: dspy.BaseLM | None = None, reasoning_tokens: int = 256, max_turn_chars: int = 2000,
+                 num_threads: int = 16, seed: int = 0, cache_dir: str | None = None):
+        self.lm = lm
+        self.reasoning_tokens = reasoning_tokens
+        self.max_turn_chars = max_turn_chars
+        self.num_threads = num_threads
+        self.seed = seed
+        self.cache_dir = cache_dir
 
     @abc.abstractmethod
     def _program(self) -> PairwiseJudge:
@@ -131,15 +134,6 @@ class _PairwiseEstimator(abc.ABC):
 class DefaultJudge(_PairwiseEstimator):
     """The non-personalized baseline: the same judge with no persona and no demos."""
 
-    def __init__(self, lm: dspy.BaseLM | None = None, reasoning_tokens: int = 256, max_turn_chars: int = 2000,
-                 num_threads: int = 16, seed: int = 0, cache_dir: str | None = None):
-        self.lm = lm
-        self.reasoning_tokens = reasoning_tokens
-        self.max_turn_chars = max_turn_chars
-        self.num_threads = num_threads
-        self.seed = seed
-        self.cache_dir = cache_dir
-
     def fit(self, pairs: Sequence[PreferencePair] = (), **_: Any) -> DefaultJudge:
         """Nothing to learn; present so the baseline drops in wherever SynthesizeMe does."""
         return self
@@ -159,22 +153,18 @@ class SynthesizeMe(_PairwiseEstimator):
                  theta: str | Path | None = None, validation_fraction: float = 0.3, reasoning_tokens: int = 256,
                  persona_tokens: int = 320, max_turn_chars: int = 2000, num_threads: int = 16, quick: bool = False,
                  cache_dir: str | None = None):
-        self.lm = lm
-        self.quick = quick
         settings = dict(num_candidates=num_candidates, max_demos=max_demos, reasoning_tokens=reasoning_tokens,
                         persona_tokens=persona_tokens)
         if quick:
             settings.update(QUICK)
+        super().__init__(lm=lm, reasoning_tokens=settings["reasoning_tokens"], max_turn_chars=max_turn_chars,
+                         num_threads=num_threads, seed=seed, cache_dir=cache_dir)
+        self.quick = quick
         self.num_candidates = settings["num_candidates"]
         self.max_demos = settings["max_demos"]
-        self.reasoning_tokens = settings["reasoning_tokens"]
         self.persona_tokens = settings["persona_tokens"]
-        self.seed = seed
         self.theta = theta
         self.validation_fraction = validation_fraction
-        self.max_turn_chars = max_turn_chars
-        self.num_threads = num_threads
-        self.cache_dir = cache_dir
         self.persona_: str | None = None
         self.demos_: list[dspy.Example] = []
         self.artifact_: dict[str, Any] | None = None

@@ -52,6 +52,11 @@ class ScriptedEngine:
         text = messages[-1]["content"]
         if "[[ ## preference_notes ## ]]" in text:
             kind, answer = "persona", f"[[ ## persona ## ]]\n{self.persona}\n\n[[ ## completed ## ]]"
+        elif "[[ ## first_reply ## ]]" not in text:  # any other program (e.g. an optimizer's proposer)
+            kind = "other"
+            fields = re.findall(r"`\[\[ ## (\w+) ## \]\]`", text.rsplit("Respond with", 1)[-1])
+            answer = "".join(f"[[ ## {name} ## ]]\nWrite one sentence per trait.\n\n" for name in fields
+                             if name != "completed") + "[[ ## completed ## ]]"
         else:
             kind = "judge"
             verdict, reason = self.verdict(messages)

@@ -155,3 +155,34 @@ def test_quick_mode_shrinks_the_search():
     model = SynthesizeMe(lm=lm, quick=True).fit(make_pairs(8, TRICKS))
     assert model.num_candidates == 3 and model.reasoning_tokens == 48
     assert len([c for c in model.artifact_["candidates"] if c["stage"] == "bootstrap"]) <= 5
+
+
+def test_optimize_theta_runs_miprov2_and_saves_a_loadable_program(tmp_path):
+    from synth.optimize import optimize_theta
+    from synth.theta import load_theta
+
+    lm, engine = scripted_lm()
+    pairs = [p.__class__(p.context, p.chosen, p.rejected, user_id=f"user{u}") for u in range(4)
+             for p in make_pairs(6, TRICKS)]
+    result = optimize_theta(pairs, lm=lm, output=tmp_path / "theta.json", auto=None, num_trials=2, num_threads=2)
+    assert result.n_users == 4 and 0.0 <= result.baseline <= 1.0 and result.optimized == 1.0
+    writer, theta_id = load_theta(tmp_path / "theta.json")
+    assert theta_id == result.theta_id and writer.write.signature.instructions
+    assert engine.calls["other"] > 0  # MIPROv2's proposer asked the prompt model for instructions
+
+
+def test_concurrent_fits_in_one_process_keep_their_own_lm_and_results():
+    from concurrent.futures import ThreadPoolExecutor
+
+    lm_short, engine_short = scripted_lm()
+    lm_other, engine_other = scripted_lm(persona="The user enjoys thorough, detailed replies.")
+
+    def run(lm):
+        return SynthesizeMe(lm=lm, num_threads=4).fit(make_pairs(10, TRICKS))
+
+    with ThreadPoolExecutor(2) as pool:
+        short, other = pool.map(run, [lm_short, lm_other])
+    assert short.get_persona() == PERSONA
+    assert other.get_persona() == "The user enjoys thorough, detailed replies."
+    assert short.artifact_["lm_usage"]["lm_calls"] == engine_short.calls["judge"] + engine_short.calls["persona"]
+    assert other.artifact_["lm_usage"]["lm_calls"] == engine_other.calls["judge"] + engine_other.calls["persona"]

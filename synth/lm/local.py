@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 log = logging.getLogger(__name__)
 
 PLAIN_ROLE_NAMES = {"system": "", "user": "User", "assistant": "Assistant", "developer": "Instructions"}
+# DSPy's chat adapter ends its request with "starting with the field `[[ ## name ## ]]`"; a base model follows the
+# format far better when its turn already opens with that header.
+FIRST_FIELD_REQUEST = re.compile(r"starting with the field `(\[\[ ## \w+ ## \]\])`")
 
 
 def default_cache_dir() -> Path:
@@ -99,6 +104,24 @@ class LocalModel:
                 log.info("loaded %s on %s in %.1fs", self.display_name, self.device, self.load_seconds)
         return self
 
+    def load_in_background(self) -> Future:
+        """Start :meth:`load` on a daemon thread so a UI can show its page at once; the future gives this model
+        (or the load error). Calls that need the weights meanwhile simply wait for the same load."""
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self.load())
+            except BaseException as error:  # handed to whoever awaits the future
+                future.set_exception(error)
+
+        threading.Thread(target=run, name=f"load-{self.display_name}", daemon=True).start()
+        return future
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
     def _load(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -158,7 +181,12 @@ class LocalModel:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def render(self, messages: Sequence[dict[str, str]], assistant_prefix: str = "") -> str:
-        """Chat template when the tokenizer has one; otherwise a plain transcript a base model can continue."""
+        """Chat template when the tokenizer has one; otherwise a plain transcript a base model can continue.
+
+        In the plain transcript, a request that names the first answer field gets that field's header as the
+        start of the assistant turn (unless the caller gives its own prefix); parsing treats header-less text as
+        that first field.
+        """
         if self.has_chat_template:
             try:
                 text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
@@ -170,6 +198,9 @@ class LocalModel:
         for message in messages:
             name = PLAIN_ROLE_NAMES.get(message["role"], message["role"].title())
             blocks.append(f"{name}: {message['content']}" if name else message["content"])
+        if not assistant_prefix and messages:
+            requested = FIRST_FIELD_REQUEST.search(messages[-1]["content"])
+            assistant_prefix = f"{requested.group(1)}\n" if requested else ""
         blocks.append(f"Assistant: {assistant_prefix}" if assistant_prefix else "Assistant:")
         return "\n\n".join(blocks)
 
@@ -180,59 +211,204 @@ class LocalModel:
         return ids
 
     # ---- inference -----------------------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], params: Sequence[GenerationParams]) -> list[Generation]:
-        """Generate for each prompt. The plain path runs them one by one; a batching engine groups them."""
-        return [self._generate_one(p, q) for p, q in zip(prompts, params, strict=True)]
+    def batch_capacity(self, row_tokens: int) -> int:
+        """How many rows of ``row_tokens`` tokens (prompt + new) one forward may carry on this device.
 
-    def _generate_one(self, prompt: str, params: GenerationParams) -> Generation:
+        On CUDA the free memory is shared between the KV cache and one row of last-position logits; on CPU and
+        MPS a fixed cap (chosen by benchmarks/throughput.py) because larger batches stop paying off there.
+        """
+        model = self.model
+        if self.device != "cuda":
+            return CPU_BATCH_CAP
         import torch
 
-        ids = self.encode(prompt)
-        input_ids = torch.tensor([ids], device=self.device)
-        kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-        if params.stop:
-            kwargs.update(stopping_criteria=[StopOnText(self.tokenizer, params.stop, len(ids))])
-        if params.temperature and params.temperature > 0:
-            # Seed from the prompt so the same request samples the same text: fits are reproducible.
-            torch.manual_seed(int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16))
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=1.0, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-        new_tokens = output[0, len(ids):].tolist()
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        text, stopped = cut_at_stop(text, params.stop)
-        eos_hit = bool(new_tokens) and new_tokens[-1] == self.tokenizer.eos_token_id
-        finish = "stop" if stopped or eos_hit or len(new_tokens) < params.max_new_tokens else "length"
-        return Generation(text=text, prompt_tokens=len(ids), completion_tokens=len(new_tokens), finish_reason=finish)
+        free_bytes, _ = torch.cuda.mem_get_info()
+        per_row = kv_bytes_per_token(model.config, model.dtype) * max(1, row_tokens) + 4 * model.config.vocab_size
+        return max(1, min(GPU_BATCH_CAP, int(free_bytes * GPU_MEMORY_FRACTION) // per_row))
+
+    def generate(self, prompts: Sequence[str], params: Sequence[GenerationParams],
+                 cancel: threading.Event | None = None) -> list[Generation]:
+        """Generate for every prompt, in left-padded batches sized by :meth:`batch_capacity`.
+
+        Each row keeps its own max tokens, temperature (sampling seeded from its prompt, so a request samples the
+        same text whatever batch it lands in) and stop strings; a finished row is dropped from the batch and
+        its KV cache. Greedy rows give the same text as one-at-a-time ``model.generate``.
+        """
+        if len(prompts) != len(params):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} generation params")
+        encoded = [self.encode(p) for p in prompts]
+        results: list[Generation | None] = [None] * len(prompts)
+        for rows in self._length_sorted_chunks(encoded, extra=[q.max_new_tokens for q in params]):
+            batch = self._generate_batch([prompts[i] for i in rows], [encoded[i] for i in rows],
+                                         [params[i] for i in rows], cancel)
+            for row, result in zip(rows, batch, strict=True):
+                results[row] = result
+        return results  # type: ignore[return-value]
+
+    def _length_sorted_chunks(self, encoded: Sequence[list[int]], extra: Sequence[int]) -> list[list[int]]:
+        """Row indices grouped by similar length (little padding), each group within the batch capacity."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]) + extra[i])
+        chunks: list[list[int]] = []
+        for index in order:
+            if chunks:
+                rows = chunks[-1]
+                capacity = self.batch_capacity(max(len(encoded[i]) + extra[i] for i in rows + [index]))
+                if len(rows) < capacity:
+                    rows.append(index)
+                    continue
+            chunks.append([index])
+        return chunks
+
+    def _padded(self, sequences: Sequence[list[int]]):
+        """Left-padded ids, attention mask and position ids (positions count real tokens only)."""
+        import torch
+
+        width = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _generate_batch(self, prompts: Sequence[str], encoded: Sequence[list[int]],
+                        params: Sequence[GenerationParams], cancel: threading.Event | None) -> list[Generation]:
+        import torch
+        from transformers import DynamicCache
+
+        model, tokenizer = self.model, self.tokenizer
+        eos_ids = set(_as_list(model.generation_config.eos_token_id) or _as_list(tokenizer.eos_token_id))
+        generators = [_seeded_generator(prompt, self.device) if q.temperature and q.temperature > 0 else None
+                      for prompt, q in zip(prompts, params)]
+        stoppers = [StopOnText(tokenizer, q.stop, 0) if q.stop else None for q in params]
+        new_tokens: list[list[int]] = [[] for _ in prompts]
+        finish: list[str] = ["length"] * len(prompts)
+        active = [row for row, q in enumerate(params) if q.max_new_tokens > 0]
+        if active:
+            input_ids, mask, positions = self._padded([encoded[row] for row in active])
+            cache = DynamicCache(config=model.config)
+            with torch.inference_mode():
+                logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                next_positions = positions[:, -1] + 1
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        raise EngineClosed("the engine was closed while this request was running")
+                    chosen = _pick_tokens(logits.float(), [params[r].temperature for r in active],
+                                          [generators[r] for r in active])
+                    keep = []
+                    for slot, (row, token) in enumerate(zip(active, chosen.tolist())):
+                        new_tokens[row].append(token)
+                        stopper = stoppers[row]
+                        if token in eos_ids or (stopper is not None and bool(
+                                stopper(torch.tensor([new_tokens[row]]), None)[0])):
+                            finish[row] = "stop"
+                        elif len(new_tokens[row]) < params[row].max_new_tokens:
+                            keep.append(slot)
+                    if not keep:
+                        break
+                    if len(keep) < len(active):  # finished rows leave the batch and the cache
+                        index = torch.tensor(keep, device=self.device)
+                        cache.batch_select_indices(index)
+                        mask, chosen, next_positions = mask[index], chosen[index], next_positions[index]
+                        active = [active[slot] for slot in keep]
+                    mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                    logits = model(input_ids=chosen[:, None].to(self.device), attention_mask=mask,
+                                   position_ids=next_positions[:, None], past_key_values=cache,
+                                   use_cache=True).logits[:, -1]
+                    next_positions = next_positions + 1
+        results = []
+        for row, q in enumerate(params):
+            text, stopped = cut_at_stop(tokenizer.decode(new_tokens[row], skip_special_tokens=True), q.stop)
+            results.append(Generation(text=text, prompt_tokens=len(encoded[row]),
+                                      completion_tokens=len(new_tokens[row]),
+                                      finish_reason="stop" if stopped else finish[row]))
+        return results
 
     def choice_probabilities(self, prompts: Sequence[str], choices: Sequence[str]) -> list[list[float]]:
-        """P(choice | prompt) renormalised over the choices, for each prompt.
+        """P(choice | prompt) renormalised over the choices, for each prompt, in padded batches.
 
         When the choices start with different tokens one forward pass per prompt suffices; otherwise each
-        choice's full token sequence is scored.
+        choice's full token sequence is appended to the prompt and scored (all rows end together under left
+        padding, so only the last few positions' logits are kept).
         """
-        return [self._choice_probabilities_one(p, choices) for p in prompts]
-
-    def _choice_probabilities_one(self, prompt: str, choices: Sequence[str]) -> list[float]:
         import torch
 
-        prompt_ids = self.encode(prompt)
         choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        if any(not ids for ids in choice_ids):
+            raise ValueError(f"every choice needs at least one token: {list(choices)!r}")
+        encoded = [self.encode(p) for p in prompts]
+        single_token = len({ids[0] for ids in choice_ids}) == len(choices)
+        if single_token:
+            rows = [(prompt, ()) for prompt in range(len(prompts))]
+        else:
+            rows = [(prompt, tuple(ids)) for prompt in range(len(prompts)) for ids in choice_ids]
+        keep = 1 if single_token else max(len(ids) for ids in choice_ids) + 1
+        sequences = [encoded[prompt] + list(tail) for prompt, tail in rows]
+        scores = [0.0] * len(rows)
         with torch.inference_mode():
-            if len({ids[0] for ids in choice_ids}) == len(choices):
-                logits = self.model(input_ids=torch.tensor([prompt_ids], device=self.device)).logits[0, -1]
-                scores = torch.log_softmax(logits.float(), -1)[[ids[0] for ids in choice_ids]]
-            else:
-                totals = []
-                for ids in choice_ids:
-                    full = torch.tensor([prompt_ids + ids], device=self.device)
-                    logp = torch.log_softmax(self.model(input_ids=full).logits[0].float(), -1)
-                    positions = range(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(ids))
-                    totals.append(sum(logp[pos, tok] for pos, tok in zip(positions, ids)))
-                scores = torch.stack(totals)
-        return torch.softmax(scores, -1).tolist()
+            for chunk in self._length_sorted_chunks(sequences, extra=[0] * len(sequences)):
+                input_ids, mask, positions = self._padded([sequences[i] for i in chunk])
+                logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                    logits_to_keep=keep).logits
+                logp = torch.log_softmax(logits.float(), -1)
+                for slot, index in enumerate(chunk):
+                    tail = rows[index][1]
+                    if single_token:
+                        scores[index] = logp[slot, -1, [ids[0] for ids in choice_ids]]
+                    else:
+                        steps = logp[slot, keep - 1 - len(tail): keep - 1]
+                        scores[index] = steps[torch.arange(len(tail)), torch.tensor(tail, device=steps.device)].sum()
+        if single_token:
+            return [torch.softmax(score, -1).tolist() for score in scores]
+        per_prompt = torch.stack(scores).view(len(prompts), len(choices))  # type: ignore[arg-type]
+        return torch.softmax(per_prompt, -1).tolist()
+
+
+CPU_BATCH_CAP = 16
+GPU_BATCH_CAP = 128
+GPU_MEMORY_FRACTION = 0.8
+
+
+class EngineClosed(RuntimeError):
+    """Raised to callers whose request was pending or running when the engine was closed."""
+
+
+def kv_bytes_per_token(config, dtype) -> int:
+    """Bytes of key + value cache one token costs across all layers."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    element = dtype.itemsize if hasattr(dtype, "itemsize") else 4
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _seeded_generator(prompt: str, device: str):
+    """Seed from the prompt so the same request samples the same text: fits are reproducible."""
+    import torch
+
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16))
+    return generator
+
+
+def _pick_tokens(logits, temperatures: Sequence[float], generators: Sequence):
+    """Greedy for rows at temperature 0, plain sampling (no top-k/top-p) with the row's own generator otherwise."""
+    import torch
+
+    chosen = logits.argmax(-1)
+    for slot, (temperature, generator) in enumerate(zip(temperatures, generators)):
+        if generator is not None:
+            probs = torch.softmax(logits[slot] / temperature, -1)
+            chosen[slot] = torch.multinomial(probs, 1, generator=generator)[0]
+    return chosen
 
 
 class StopOnText:

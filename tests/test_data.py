@@ -1,0 +1,96 @@
+"""Import, export and validation of preference files, and the CLI's handling of bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from synth.cli import EXIT_BAD_INPUT, main
+from synth.data import (MAX_TURN_CHARS, PairFileError, load_pairs, save_pairs, split_train_validation,
+                        truncate_middle)
+
+GOOD = {"context": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                    {"role": "user", "content": "Plan my week"}],
+        "chosen": {"role": "assistant", "content": "Monday: gym."}, "rejected": {"role": "model", "content": "No."},
+        "user_id": "u7", "conversation_id": "c1", "split": "train"}
+
+
+def write_lines(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_round_trip_jsonl_and_json_list_in_the_official_shape(tmp_path):
+    pairs = load_pairs(write_lines(tmp_path / "p.jsonl", [GOOD, {**GOOD, "user_id": "u8"}]))
+    assert len(pairs) == 2 and len(pairs[0].context) == 3 and pairs[0].rejected.role == "model"
+    assert pairs[0].prompt == "Plan my week"
+    save_pairs(pairs, tmp_path / "out.json")
+    assert json.loads((tmp_path / "out.json").read_text())[0] == GOOD  # unchanged shape, loads in the official lib
+    assert load_pairs(tmp_path / "out.json") == pairs
+    save_pairs(pairs, tmp_path / "out.jsonl")
+    assert load_pairs(tmp_path / "out.jsonl") == pairs
+
+
+@pytest.mark.parametrize("row, line, field, problem", [
+    ("{not json", 2, None, "not valid JSON"),
+    ({k: v for k, v in GOOD.items() if k != "chosen"}, 2, "chosen", "missing required field"),
+    ({**GOOD, "context": "  "}, 2, "context[0].content", "empty content"),
+    ({**GOOD, "context": 42}, 2, "context", "non-empty list"),
+    ({**GOOD, "chosen": {"role": "assistant", "content": 5}}, 2, "chosen.content", "not a string"),
+    ({**GOOD, "chosen": {"role": "critic", "content": "x"}}, 2, "chosen.role", "is not one of"),
+    ({**GOOD, "rejected": {"role": "assistant", "content": "Monday: gym. "}}, 2, "rejected", "identical"),
+    ({**GOOD, "user_id": ["a"]}, 2, "user_id", "must be a string"),
+    ({**GOOD, "chosen": {"role": "assistant", "content": "x" * (MAX_TURN_CHARS + 1)}}, 2, "chosen.content",
+     "limit"),
+])
+def test_errors_name_file_line_and_field(tmp_path, row, line, field, problem):
+    path = write_lines(tmp_path / "bad.jsonl", [GOOD, row])
+    with pytest.raises(PairFileError) as caught:
+        load_pairs(path)
+    error = caught.value
+    assert (error.path, error.line, error.field_name) == (str(path), line, field)
+    assert problem in str(error) and str(path) in str(error) and f"line {line}" in str(error)
+
+
+def test_json_list_errors_point_at_the_right_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("[\n" + json.dumps(GOOD) + ",\n" + json.dumps({**GOOD, "chosen": {"role": "assistant"}}) + "\n]")
+    with pytest.raises(PairFileError, match=r"line 3, field 'chosen.content'"):
+        load_pairs(path)
+
+
+@pytest.mark.parametrize("content, problem", [(b"", "empty"), (b"\n\n", "empty"), (b"\x89PNG\x00\x00data", "binary"),
+                                              (b"\xff\xfe\xfa bad", "UTF-8")])
+def test_empty_and_binary_files_are_refused(tmp_path, content, problem):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(PairFileError, match=problem):
+        load_pairs(path)
+
+
+def test_cli_exits_non_zero_and_writes_nothing_on_bad_input(tmp_path, capsys):
+    bad = write_lines(tmp_path / "bad.jsonl", [GOOD, {**GOOD, "chosen": {"role": "assistant", "content": ""}}])
+    output = tmp_path / "artifact.json"
+    assert main(["fit", str(bad), "-o", str(output)]) == EXIT_BAD_INPUT
+    assert not output.exists() and list(tmp_path.iterdir()) == [bad]
+    assert "bad.jsonl, line 2, field 'chosen.content': empty content" in capsys.readouterr().err
+
+
+def test_long_turns_are_accepted_but_truncated_in_prompts():
+    text = "a" * 3000 + "MIDDLE" + "z" * 3000
+    short = truncate_middle(text, 1000)
+    assert len(short) < 1100 and short.startswith("a") and short.endswith("z") and "MIDDLE" not in short
+    assert "characters omitted" in short and truncate_middle("tiny", 1000) == "tiny"
+
+
+def test_default_split_keeps_the_last_30_percent_for_validation(tmp_path):
+    pairs = load_pairs(write_lines(tmp_path / "p.jsonl", [{**GOOD, "conversation_id": str(i), "split": None}
+                                                          for i in range(10)]))
+    train, validation = split_train_validation(pairs)
+    assert [p.conversation_id for p in validation] == ["7", "8", "9"] and len(train) == 7
+    marked = [p.with_split("val" if i % 2 else "train") for i, p in enumerate(pairs)]
+    train, validation = split_train_validation(marked)
+    assert len(train) == len(validation) == 5
+    with pytest.raises(ValueError, match="at least 2"):
+        split_train_validation(pairs[:1])
