@@ -232,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     app_parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     app_parser.add_argument("--share", action="store_true")
     app_parser.set_defaults(func=cmd_app)
+
+    from synth.evaluation.cli import register as register_evaluation
+
+    register_evaluation(commands)
     return parser
 
 

@@ -22,9 +22,8 @@ from synth.events import DemosChosen, Event, EventCallback, FitFinished, Stage
 from synth.judge import PairwiseJudge, judgment_of
 from synth.lm import build_lm, configure_cache
 from synth.metrics import Accuracy, accuracy_with_interval
-from synth.parallel import run_concurrently
 from synth.signatures import PERSONA_HEADER, VERDICTS, TolerantChatAdapter
-from synth.steps import BOOTSTRAPPED, Candidate, StepRunner, StepSettings, Trace, judge_inputs, user_choice
+from synth.steps import (BOOTSTRAPPED, Candidate, StepRunner, StepSettings, Trace, judge_inputs, score_pairs)
 from synth.theta import load_theta
 
 ARTIFACT_FORMAT = "synthesizeme-studio/1"
@@ -103,22 +102,10 @@ class _PairwiseEstimator(abc.ABC):
 
     def evaluate(self, test_pairs: Sequence[PreferencePair], n_resamples: int = 1000) -> Accuracy:
         """Accuracy on held-out pairs in both orderings, with a 95% bootstrap interval over pairs."""
-        program = self._program()
-        jobs = [(i, chosen_first) for i in range(len(test_pairs)) for chosen_first in (True, False)]
-
-        def run(job):
-            index, chosen_first = job
-            return judgment_of(program(**judge_inputs(test_pairs[index], chosen_first, self.max_turn_chars)))
-
-        correct = [[0.0, 0.0] for _ in test_pairs]
-        fallbacks = 0
         with self._context():
-            for k, judgment in run_concurrently(run, jobs, self.num_threads):
-                index, chosen_first = jobs[k]
-                correct[index][0 if chosen_first else 1] = float(judgment.preferred == user_choice(chosen_first))
-                fallbacks += judgment.is_fallback
-        return accuracy_with_interval([sum(c) / 2 for c in correct], verdict_fallbacks=fallbacks,
-                                      n_resamples=n_resamples, seed=self.seed)
+            scores = score_pairs(self._program(), test_pairs, self.max_turn_chars, self.num_threads)
+        return accuracy_with_interval([s.score for s in scores], n_resamples=n_resamples, seed=self.seed,
+                                      verdict_fallbacks=sum(s.verdict_fallbacks for s in scores))
 
     def get_llm_judge_prompt(self, context=None, completion_a: str | None = None,
                              completion_b: str | None = None) -> list[dict[str, str]]:

@@ -89,6 +89,44 @@ def user_choice(chosen_first: bool) -> str:
     return VERDICTS[0] if chosen_first else VERDICTS[1]
 
 
+@dataclass(frozen=True)
+class PairScore:
+    """One held-out pair judged in both orderings."""
+
+    correct_chosen_first: bool
+    correct_chosen_second: bool
+    p_correct_chosen_first: float
+    p_correct_chosen_second: float
+    verdict_fallbacks: int = 0
+
+    @property
+    def score(self) -> float:
+        """0, 0.5 or 1: each ordering the judge gets right counts half."""
+        return (self.correct_chosen_first + self.correct_chosen_second) / 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_pairs(judge: PairwiseJudge, pairs: Sequence[PreferencePair], max_turn_chars: int, num_threads: int
+                ) -> list[PairScore]:
+    """Judge every pair in both orderings, concurrently, in the caller's DSPy context."""
+    jobs = [(i, chosen_first) for i in range(len(pairs)) for chosen_first in (True, False)]
+
+    def run(job: tuple[int, bool]) -> Judgment:
+        index, chosen_first = job
+        return judgment_of(judge(**judge_inputs(pairs[index], chosen_first, max_turn_chars)))
+
+    results = {jobs[k]: judgment for k, judgment in run_concurrently(run, jobs, num_threads)}
+    scores = []
+    for index in range(len(pairs)):
+        first, second = results[(index, True)], results[(index, False)]
+        scores.append(PairScore(first.preferred == user_choice(True), second.preferred == user_choice(False),
+                                p_correct(first, user_choice(True)), p_correct(second, user_choice(False)),
+                                first.is_fallback + second.is_fallback))
+    return scores
+
+
 class StepRunner:
     """Runs the steps for one fit: owns its settings, its event sink and its cancel flag."""
 

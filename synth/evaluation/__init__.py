@@ -1,0 +1,1 @@
+"""Evaluation harness: PersonalRewardBench loaders, the paper's protocol and methods, batch runs, context scaling."""
