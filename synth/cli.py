@@ -37,11 +37,11 @@ def _build_lm(args: argparse.Namespace):
 class ProgressView:
     """Renders fit events as a progress bar with stage names plus one line per trace and candidate."""
 
-    def __init__(self, stream=sys.stderr, verbose: bool = True):
+    def __init__(self, stream=None, verbose: bool = True):
         from tqdm import tqdm
 
         self._tqdm = tqdm
-        self.stream = stream
+        self.stream = stream or sys.stderr
         self.verbose = verbose
         self.bar = None
 
@@ -88,7 +88,8 @@ def _wrap(text: str, indent: str = "  ") -> str:
                      for p in (text or "").splitlines() if p.strip())
 
 
-def print_summary(artifact: dict, out=sys.stdout) -> None:
+def print_summary(artifact: dict, out=None) -> None:
+    out = out or sys.stdout
     usage = artifact.get("lm_usage", {})
     print("Persona:", file=out)
     print(_wrap(artifact.get("persona") or "(empty: the model wrote no persona)"), file=out)

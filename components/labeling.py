@@ -1,0 +1,145 @@
+"""Per-visitor labeling state: which pair is on screen, which side shows which reply, and the labels so far.
+
+A ``LabelSession`` lives in a ``gr.State``, so every browser session has its own; nothing here is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synth.data import PreferencePair, Turn
+
+MIN_LABELS = 5
+USEFUL_LABELS = 15
+BANK_PATH = Path(__file__).resolve().parent.parent / "assets" / "pair_bank.jsonl"
+
+
+@dataclass(frozen=True)
+class BankPair:
+    """A prompt with two replies; ``responses[0]`` is always the first pole of ``dimension``."""
+
+    id: str
+    topic: str
+    dimension: str
+    prompt: str
+    responses: tuple[str, str]
+
+
+def load_bank(path: Path = BANK_PATH) -> list[BankPair]:
+    bank = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            row = json.loads(line)
+            bank.append(BankPair(row["id"], row["topic"], row["dimension"], row["prompt"],
+                                 (row["responses"][0]["content"], row["responses"][1]["content"])))
+    return bank
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A pair as displayed: ``swapped`` means the bank's second reply is on the left."""
+
+    pair: BankPair
+    swapped: bool
+
+    @property
+    def left(self) -> str:
+        return self.pair.responses[1 if self.swapped else 0]
+
+    @property
+    def right(self) -> str:
+        return self.pair.responses[0 if self.swapped else 1]
+
+
+@dataclass
+class Label:
+    pair: PreferencePair
+    shown_left: str  # "chosen" | "rejected": where the preferred reply was on screen
+    source: str  # "bank" | "own prompt" | "import"
+
+
+@dataclass
+class LabelSession:
+    """One visitor's queue of pairs to label, their labels, and their fit (model + cancel flag)."""
+
+    seed: int
+    queue: list[Shown] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    history: list[tuple[str, Any]] = field(default_factory=list)  # ("label", Shown) | ("skip", Shown)
+    fitted: Any = None  # SynthesizeMe after a fit or an artifact reload
+    contributed: Any = None  # the fit already added to the population, so a second opt-in adds nothing
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def new(cls, bank: list[BankPair], seed: int | None = None) -> LabelSession:
+        seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+        rng = random.Random(seed)
+        order = rng.sample(bank, len(bank))
+        return cls(seed=seed, queue=[Shown(p, rng.random() < 0.5) for p in order])
+
+    @property
+    def current(self) -> Shown | None:
+        return self.queue[0] if self.queue else None
+
+    def choose(self, side: str) -> None:
+        """Record that the visitor preferred the reply on ``side`` ("left" | "right")."""
+        shown = self._take()
+        preferred, other = (shown.left, shown.right) if side == "left" else (shown.right, shown.left)
+        pair = PreferencePair(context=(Turn("user", shown.pair.prompt),), chosen=Turn("assistant", preferred),
+                              rejected=Turn("assistant", other), user_id="studio-visitor",
+                              conversation_id=shown.pair.id,
+                              extra={"shown_left": "chosen" if side == "left" else "rejected",
+                                     "dimension": shown.pair.dimension})
+        source = "own prompt" if shown.pair.id.startswith("own-") else "bank"
+        self.labels.append(Label(pair, pair.extra["shown_left"], source))
+        self.history.append(("label", shown))
+
+    def skip(self) -> None:
+        shown = self._take()
+        self.queue.append(shown)  # skipped pairs come back at the end
+        self.history.append(("skip", shown))
+
+    def undo(self) -> bool:
+        """Put the last labeled or skipped pair back on screen; False when there is nothing to undo."""
+        if not self.history:
+            return False
+        action, shown = self.history.pop()
+        if action == "label":
+            self.labels.pop()
+        else:
+            self.queue.pop()
+        self.queue.insert(0, shown)
+        return True
+
+    def add_own(self, prompt: str, first: str, second: str) -> None:
+        """Show the visitor's own prompt with the model's two drafts next, in random order."""
+        rng = random.Random(self.seed + len(self.history) + len(self.labels))
+        own = BankPair(f"own-{len(self.history) + len(self.queue)}", "your prompt", "your own", prompt,
+                       (first, second))
+        self.queue.insert(0, Shown(own, rng.random() < 0.5))
+
+    def add_imported(self, pairs: list[PreferencePair]) -> None:
+        self.labels.extend(Label(p, "imported", "import") for p in pairs)
+
+    def pairs(self) -> list[PreferencePair]:
+        return [label.pair for label in self.labels]
+
+    def _take(self) -> Shown:
+        if not self.queue:
+            raise ValueError("no pair on screen")
+        return self.queue.pop(0)
+
+
+def progress_text(n_labeled: int) -> str:
+    if n_labeled < MIN_LABELS:
+        state = f"{MIN_LABELS - n_labeled} more to start"
+    elif n_labeled < USEFUL_LABELS:
+        state = "ready to run"
+    else:
+        state = "plenty: more labels add little"
+    return (f"{n_labeled} labeled, at least {MIN_LABELS} needed, up to {USEFUL_LABELS} useful · {state}")

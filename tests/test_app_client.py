@@ -1,0 +1,151 @@
+"""Drive the whole "Try it yourself" flow through gradio_client against a launched app.
+
+Fast tests use the scripted LM from tests/scripted.py (injected through ``build_app(lm_factory=...)``); the slow
+test runs the packaged Gemma model in quick mode on 5 pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+import app  # noqa: E402
+from tests.scripted import scripted_lm  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_app(lm_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTH_DATA_DIR", str(tmp_path / "data"))
+    demo, model = app.build_app(lm_factory=lm_factory)
+    model.start()
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return demo, model, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def scripted_app(tmp_path, monkeypatch):
+    demo, _, url = launch_app(lambda: scripted_lm()[0], tmp_path, monkeypatch)
+    yield url
+    demo.close()
+
+
+def label(client: Client, n: int) -> str:
+    progress = ""
+    for i in range(n):
+        progress = client.predict(api_name="/label_left" if i % 2 else "/label_right")[0]
+    return progress
+
+
+def test_label_skip_undo_and_progress(scripted_app):
+    client = Client(scripted_app, verbose=False)
+    progress, prompt, left, right, _ = client.predict(api_name="/start_session")
+    assert progress.startswith("0 labeled, at least 5 needed, up to 15 useful")
+    assert prompt and left and right
+    assert label(client, 2).startswith("2 labeled")
+    skipped = client.predict(api_name="/label_skip")
+    assert skipped[0].startswith("2 labeled") and skipped[1] != prompt
+    undone = client.predict(api_name="/label_undo")  # undoes the skip: the skipped pair is back
+    assert undone[1] == skipped[1] or undone[0].startswith("2 labeled")
+    assert client.predict(api_name="/label_undo")[0].startswith("1 labeled")
+
+
+def test_two_sessions_never_share_labels(scripted_app):
+    first, second = Client(scripted_app, verbose=False), Client(scripted_app, verbose=False)
+    first.predict(api_name="/start_session")
+    second.predict(api_name="/start_session")
+    assert label(first, 3).startswith("3 labeled")
+    assert second.predict(api_name="/label_skip")[0].startswith("0 labeled")
+
+
+def test_full_flow_quick_fit_persona_demos_and_judge(scripted_app, tmp_path):
+    client = Client(scripted_app, verbose=False)
+    client.predict(api_name="/start_session")
+    with pytest.raises(Exception, match="label at least 5"):
+        client.predict("Quick", False, api_name="/run_fit")
+    assert label(client, 6).startswith("6 labeled")
+
+    job = client.submit("Quick", True, api_name="/run_fit")
+    final = job.result(timeout=120)
+    updates = job.outputs()
+    assert len(updates) > 5  # events streamed one by one, not only the final state
+    # gradio_client leaves out the Start button's update: progress, log, 5 result views, opt-in message
+    run_progress, run_log, persona, demos, judge_prompt, generation_prompt, artifact_path, opt_in = final
+    assert "Finished" in run_progress
+    assert "pair 1: judge said" in run_log and ("✓ kept" in run_log or "✗ rejected" in run_log)
+    assert "candidate 0" in run_log and "Persona written" in run_log
+    assert "The user prefers short replies." in persona and 'id="persona-card"' in persona
+    assert "### system" in judge_prompt and "The user prefers short replies." in generation_prompt
+    artifact = json.loads(open(artifact_path, encoding="utf-8").read())
+    assert artifact["persona"] == "The user prefers short replies."
+    assert f'Chose candidate {artifact["chosen"]["demos"]}: {len(artifact["demos"])} demos' in run_log
+    assert ("Demo 1" in demos) if artifact["demos"] else ("No demos chosen" in demos)
+    assert "saved anonymously" in opt_in
+    contributed = list((tmp_path / "data" / "contributed").glob("*.json"))
+    assert len(contributed) == 1
+    assert json.loads(contributed[0].read_text())["pairs"]["train"][0]["user_id"] != "studio-visitor"
+
+    verdicts = client.predict("Which is better?", "Short.", "A much longer reply that goes on and on.",
+                              api_name="/test_judge")
+    assert "Your judge" in verdicts and "Default judge" in verdicts and "prefers A" in verdicts
+
+
+def test_import_export_and_reload(scripted_app, tmp_path):
+    client = Client(scripted_app, verbose=False)
+    client.predict(api_name="/start_session")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"context": [{"role": "user", "content": "hi"}], "chosen": {"role": "assistant", "content": "a"}}\n')
+    message = client.predict(handle_file(str(bad)), api_name="/import_pairs")[0]
+    assert "bad.jsonl, line 1, field &#x27;rejected&#x27;: missing required field" in message
+
+    good = tmp_path / "good.jsonl"
+    rows = [{"context": [{"role": "user", "content": f"Question {i}?"}],
+             "chosen": {"role": "assistant", "content": f"Short {i}."},
+             "rejected": {"role": "assistant", "content": f"A long and winding answer number {i}, with detail."}}
+            for i in range(5)]
+    good.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    message, progress, *_ = client.predict(handle_file(str(good)), api_name="/import_pairs")
+    assert "Imported 5 pair(s)" in message and progress.startswith("5 labeled")
+    exported = client.predict(api_name="/export_labels")  # an update that also makes the file visible
+    assert exported["visible"] is True, exported
+    exported_rows = [json.loads(line) for line in open(exported["value"], encoding="utf-8")]
+    assert [r["chosen"]["content"] for r in exported_rows] == [f"Short {i}." for i in range(5)]
+
+    artifact_path = client.predict("Quick", False, api_name="/run_fit")[6]
+    other = Client(scripted_app, verbose=False)
+    other.predict(api_name="/start_session")
+    persona = other.predict(handle_file(artifact_path), api_name="/reload_artifact")[0]
+    assert "The user prefers short replies." in persona
+
+
+@pytest.mark.slow
+def test_quick_fit_on_packaged_model(tmp_path, monkeypatch):
+    from synth.lm import build_lm
+
+    demo, model, url = launch_app(lambda: build_lm("offline"), tmp_path, monkeypatch)
+    try:
+        model.get(timeout=900)  # first load converts the GGUF (about 1-2 minutes), later loads take seconds
+        client = Client(url, verbose=False)
+        assert "Gemma 3 270M base" in client.predict(api_name="/model_status")
+        client.predict(api_name="/start_session")
+        label(client, 5)
+        final = client.submit("Quick", False, api_name="/run_fit").result(timeout=1700)
+        run_progress, run_log, persona, demos, *_ = final
+        assert "Finished" in run_progress, run_log
+        assert 'id="persona-card"' in persona and "validation accuracy" in persona
+        assert "Demo" in demos or "No demos chosen" in demos
+    finally:
+        demo.close()
