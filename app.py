@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import uuid
@@ -17,20 +16,13 @@ from components.model_handle import ModelHandle
 from components.try_tab import SHORTCUTS_JS, build_try_tab
 from synth.data import atomic_write_text
 from synth.lm import build_lm
+from synth.lm.gpu import gpu_task
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_MAX_SIZE = int(os.environ.get("SYNTH_QUEUE_MAX_SIZE", "32"))
 FIT_CONCURRENCY = int(os.environ.get("SYNTH_FIT_CONCURRENCY", "1"))  # model-bound events running at once
 DEFAULT_CONCURRENCY = 4  # light events (labeling, uploads) running at once
-
-
-def gpu_wrapper() -> Callable[[Callable], Callable]:
-    """``spaces.GPU`` on Hugging Face ZeroGPU hardware; a no-op elsewhere."""
-    if importlib.util.find_spec("spaces") is None:
-        return lambda fn: fn
-    import spaces
-
-    return spaces.GPU(duration=int(os.environ.get("SYNTH_GPU_SECONDS", "240")))
+GPU_SECONDS = int(os.environ.get("SYNTH_GPU_SECONDS", "240"))  # one ZeroGPU slot holds a whole fit
 
 
 def data_dir() -> Path:
@@ -71,7 +63,7 @@ def build_app(lm_factory: Callable[[], dspy.BaseLM] | None = None) -> tuple[gr.B
                 'a persona, and the demos that predict you best (Ryan et al., ACL 2025).</p></div>')
         with gr.Tabs():
             with gr.Tab("Try it yourself", id="try"):
-                build_try_tab(demo, model, gpu=gpu_wrapper(), contribute=population_contributor(),
+                build_try_tab(demo, model, gpu=gpu_task(duration=GPU_SECONDS), contribute=population_contributor(),
                               fit_concurrency=FIT_CONCURRENCY)
             with gr.Tab("Population insights", id="insights"):
                 build_insights()

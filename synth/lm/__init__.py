@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import dspy
 
+from synth.lm.batching import BatchingEngine
+from synth.lm.gpu import gpu_task
 from synth.lm.local import LocalEngine, LocalModel
 
 OFFLINE = "offline"
@@ -60,14 +62,18 @@ def local_engine(source: str, device: str = "auto") -> LocalEngine:
     """One engine (one copy of the weights) per model and device in this process."""
     key = (source, device)
     with _engines_lock:
-        if key not in _engines:
-            _engines[key] = make_engine(LocalModel(source, device=device))
-        return _engines[key]
+        engine = _engines.get(key)
+        if engine is None or getattr(engine, "is_closed", False):
+            model = engine.local_model if engine is not None else LocalModel(source, device=device)
+            engine = _engines[key] = make_engine(model)
+        return engine
 
 
 def make_engine(model: LocalModel) -> LocalEngine:
-    """The engine for a local model."""
-    return LocalEngine(model)
+    """The engine for a local model: batching, unless ``SYNTH_BATCHING=0`` asks for one call at a time."""
+    if os.environ.get("SYNTH_BATCHING", "1").strip() == "0":
+        return LocalEngine(model)
+    return BatchingEngine(model)
 
 
 def build_lm(spec: str | None = None, *, api_base: str | None = None, api_key: str | None = None,
@@ -102,5 +108,5 @@ def configure_cache(cache_dir: str | None = None) -> None:
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=directory)
 
 
-__all__ = ["build_lm", "resolve_spec", "packaged_model_path", "describe", "configure_cache", "local_engine",
+__all__ = ["build_lm", "make_engine", "gpu_task", "BatchingEngine", "resolve_spec", "packaged_model_path", "describe", "configure_cache", "local_engine",
            "LocalEngine", "LocalModel", "ModelInfo", "OFFLINE", "SPACES_DEFAULT"]

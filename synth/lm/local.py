@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ class LocalModel:
         self._tokenizer = None
         self.device = "unloaded"
         self.load_seconds: float | None = None
+        self._prompt_states: OrderedDict[tuple[int, ...], list[tuple]] = OrderedDict()
+        self._prompt_states_lock = threading.Lock()
+        self.prompt_state_hits = 0  # scorings that continued a remembered prompt instead of re-reading it
 
     # ---- loading -------------------------------------------------------------------------------------------
     @property
@@ -131,15 +135,23 @@ class LocalModel:
             dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         else:
             dtype = getattr(torch, self.dtype_request)
+        directory = self.source
         if self.is_gguf:
-            cached = self._gguf_cache_path()
-            if not (cached / "config.json").exists():
-                self._convert_gguf(cached)
-            tokenizer = AutoTokenizer.from_pretrained(cached)
-            model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(self.source)
-            model = AutoModelForCausalLM.from_pretrained(self.source, dtype=dtype)
+            directory = self._gguf_cache_path()
+            if not (directory / "config.json").exists():
+                self._convert_gguf(directory)
+        # The tokenizer (Gemma's 262k-token tokenizer.json: ~9 s) loads on a thread while the weights load.
+        tokenizer_future: Future = Future()
+
+        def load_tokenizer() -> None:
+            try:
+                tokenizer_future.set_result(AutoTokenizer.from_pretrained(directory))
+            except BaseException as error:
+                tokenizer_future.set_exception(error)
+
+        threading.Thread(target=load_tokenizer, name="load-tokenizer", daemon=True).start()
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        tokenizer = tokenizer_future.result()
         model.to(self.device).eval()
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
@@ -245,9 +257,10 @@ class LocalModel:
                 results[row] = result
         return results  # type: ignore[return-value]
 
-    def _length_sorted_chunks(self, encoded: Sequence[list[int]], extra: Sequence[int]) -> list[list[int]]:
-        """Row indices grouped by similar length (little padding), each group within the batch capacity."""
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]) + extra[i])
+    def _length_sorted_chunks(self, encoded: Sequence[list[int]], extra: Sequence[int],
+                              rows: Sequence[int] | None = None) -> list[list[int]]:
+        """Row indices (all, or ``rows``) grouped by similar length (little padding), each within batch capacity."""
+        order = sorted(range(len(encoded)) if rows is None else rows, key=lambda i: len(encoded[i]) + extra[i])
         chunks: list[list[int]] = []
         for index in order:
             if chunks:
@@ -291,6 +304,7 @@ class LocalModel:
             with torch.inference_mode():
                 logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                self._remember_prompt_states(cache, [encoded[row] for row in active])
                 next_positions = positions[:, -1] + 1
                 while True:
                     if cancel is not None and cancel.is_set():
@@ -326,6 +340,48 @@ class LocalModel:
                                       finish_reason="stop" if stopped else finish[row]))
         return results
 
+    def _remember_prompt_states(self, cache, rows: Sequence[list[int]]) -> None:
+        """Keep each prompt's key/value states (pads stripped) so the verdict scoring that follows a judge's
+        generation, whose prompt is this prompt plus the reasoning, only runs the new tokens."""
+        with self._prompt_states_lock:
+            for slot, ids in enumerate(rows):
+                layers = []
+                for layer in cache.layers:
+                    stored = layer.keys.shape[-2]  # sliding layers keep only the window's tail
+                    real = min(len(ids), stored)
+                    layers.append((layer.keys[slot:slot + 1, :, stored - real:].clone(),
+                                   layer.values[slot:slot + 1, :, stored - real:].clone()))
+                self._prompt_states[tuple(ids)] = layers
+                self._prompt_states.move_to_end(tuple(ids))
+            while len(self._prompt_states) > PROMPT_STATE_ENTRIES:
+                self._prompt_states.popitem(last=False)
+
+    def _continue_remembered_prompt(self, sequence: list[int], keep: int):
+        """Logits of the last ``keep`` positions of ``sequence`` from a remembered prompt prefix, or None."""
+        import torch
+        from transformers import DynamicCache
+
+        with self._prompt_states_lock:
+            prefix = max((key for key in self._prompt_states
+                          if len(sequence) - keep >= len(key) > 0 and tuple(sequence[:len(key)]) == key),
+                         key=len, default=None)
+            layers = self._prompt_states[prefix] if prefix is not None else None
+        if layers is None:
+            return None
+        self.prompt_state_hits += 1
+        cache = DynamicCache(config=self.model.config)
+        for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = len(prefix)
+        rest = torch.tensor([sequence[len(prefix):]], device=self.device)
+        positions = torch.arange(len(prefix), len(sequence), device=self.device)[None]
+        return self.model(input_ids=rest, attention_mask=torch.ones((1, len(sequence)), dtype=torch.long,
+                                                                    device=self.device),
+                          position_ids=positions, past_key_values=cache, use_cache=True,
+                          logits_to_keep=keep).logits
+
     def choice_probabilities(self, prompts: Sequence[str], choices: Sequence[str]) -> list[list[float]]:
         """P(choice | prompt) renormalised over the choices, for each prompt, in padded batches.
 
@@ -347,26 +403,40 @@ class LocalModel:
         keep = 1 if single_token else max(len(ids) for ids in choice_ids) + 1
         sequences = [encoded[prompt] + list(tail) for prompt, tail in rows]
         scores = [0.0] * len(rows)
+        fresh = []
         with torch.inference_mode():
-            for chunk in self._length_sorted_chunks(sequences, extra=[0] * len(sequences)):
+            for index, sequence in enumerate(sequences):
+                logits = self._continue_remembered_prompt(sequence, keep)
+                if logits is None:
+                    fresh.append(index)
+                else:
+                    scores[index] = _tail_score(torch.log_softmax(logits.float(), -1)[0], rows[index][1], keep,
+                                                choice_ids, single_token)
+            for chunk in self._length_sorted_chunks(sequences, extra=[0] * len(sequences), rows=fresh):
                 input_ids, mask, positions = self._padded([sequences[i] for i in chunk])
                 logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                                     logits_to_keep=keep).logits
                 logp = torch.log_softmax(logits.float(), -1)
                 for slot, index in enumerate(chunk):
-                    tail = rows[index][1]
-                    if single_token:
-                        scores[index] = logp[slot, -1, [ids[0] for ids in choice_ids]]
-                    else:
-                        steps = logp[slot, keep - 1 - len(tail): keep - 1]
-                        scores[index] = steps[torch.arange(len(tail)), torch.tensor(tail, device=steps.device)].sum()
+                    scores[index] = _tail_score(logp[slot], rows[index][1], keep, choice_ids, single_token)
         if single_token:
             return [torch.softmax(score, -1).tolist() for score in scores]
         per_prompt = torch.stack(scores).view(len(prompts), len(choices))  # type: ignore[arg-type]
         return torch.softmax(per_prompt, -1).tolist()
 
 
+def _tail_score(logp, tail: tuple[int, ...], keep: int, choice_ids: Sequence[list[int]], single_token: bool):
+    """Log-probability of the choice: its first token (single-token case) or its whole tail."""
+    import torch
+
+    if single_token:
+        return logp[-1, [ids[0] for ids in choice_ids]]
+    steps = logp[keep - 1 - len(tail): keep - 1]
+    return steps[torch.arange(len(tail)), torch.tensor(tail, device=steps.device)].sum()
+
+
 CPU_BATCH_CAP = 16
+PROMPT_STATE_ENTRIES = 32
 GPU_BATCH_CAP = 128
 GPU_MEMORY_FRACTION = 0.8
 

@@ -1,0 +1,120 @@
+"""One fit on the same pairs and the same dspy.LM object: our pipeline vs PyPI ``synthesizeme`` 0.0.1.
+
+Both get the same train/validation split (validation = the last 30% of the pairs, in file order) and are scored
+the same way: each validation pair judged in both orders, a tie counts half. The LM is the packaged model behind
+the batching engine (``SYNTH_BATCHING=0`` for one call at a time), DSPy's cache off so neither run reuses the
+other's answers. Engine work (generations actually run, their prompt and completion tokens) is counted on the
+engine, so both libraries are measured by one meter.
+
+``quick``: ours with quick=True (3 candidates, 2 demos, 48 reasoning tokens); the official one with 3 search
+candidates and 2 labeled demos. ``default``: both libraries' defaults.
+
+The official package is installed with ``pip install --no-deps synthesizeme==0.0.1`` (its only declared
+requirement is an unpinned ``dspy``, so dspy 3.4.1 stays) plus ``platformdirs``, which it imports without declaring.
+
+    .venv/bin/python benchmarks/fit_vs_official.py --pairs 10 --settings quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dspy  # noqa: E402
+from throughput import Meter  # noqa: E402
+
+from synth.data import PreferencePair, load_pairs  # noqa: E402
+from synth.lm import build_lm  # noqa: E402
+from synth.pipeline import SynthesizeMe  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def as_official_row(pair: PreferencePair) -> dict:
+    return {"context": [{"role": t.role, "content": t.content} for t in pair.context],
+            "chosen": {"role": "assistant", "content": pair.chosen.content},
+            "rejected": {"role": "assistant", "content": pair.rejected.content}}
+
+
+def official_accuracy(model, validation: list[PreferencePair]) -> float:
+    scores = []
+    for pair in validation:
+        row = as_official_row(pair)
+        for chosen_first, wanted in ((True, "First"), (False, "Second")):
+            a, b = (row["chosen"], row["rejected"]) if chosen_first else (row["rejected"], row["chosen"])
+            preference = model.predict_pairwise(row["context"], a, b).preference
+            scores.append(0.5 if preference == "Tie" else float(preference == wanted))
+    return sum(scores) / len(scores)
+
+
+def measure(name: str, lm: dspy.LM, fit, score) -> dict:
+    meter = Meter(lm.engine)
+    history_before = len(lm.history)
+    started = time.perf_counter()
+    with dspy.context(lm=lm):
+        fitted = fit()
+    seconds = time.perf_counter() - started
+    usage = {"name": name, "seconds": seconds, "dspy_calls": len(lm.history) - history_before,
+             "generations": meter.calls, "scorings": meter.scorings, "prompt_tokens": meter.prompt_tokens,
+             "completion_tokens": meter.completion_tokens}
+    with dspy.context(lm=lm):
+        usage["val_accuracy"] = score(fitted)
+    del lm.engine.generate, lm.engine.choice_probabilities  # drop this run's meter
+    return usage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--settings", default="quick,default")
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args()
+
+    from synthesizeme.personalrm.synthesizeme import SynthesizeMe as OfficialSynthesizeMe
+
+    pairs = load_pairs(ASSETS / "example_pairs.jsonl")[: args.pairs]
+    cut = len(pairs) - max(1, round(0.3 * len(pairs)))
+    train, validation = pairs[:cut], pairs[cut:]
+    lm = build_lm("offline", cache=False)
+    engine = type(lm.engine).__name__
+    print(f"{len(train)} train / {len(validation)} validation pairs, engine {engine}, {args.threads} threads, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} shared CPUs")
+
+    rows = []
+    for setting in args.settings.split(","):
+        quick = setting == "quick"
+        ours = SynthesizeMe(lm=lm, quick=quick, num_threads=args.threads)
+        rows.append(measure(f"ours ({setting})", lm, lambda: ours.fit(train, val_pairs=validation),
+                            lambda fitted: fitted.evaluate(validation).accuracy))
+        print_table(rows)
+        official_options = dict(num_search_candidates=3, max_labeled_demos=2) if quick else {}
+        official = OfficialSynthesizeMe(lm=lm, num_workers=args.threads, seed=0, **official_options)
+        rows.append(measure(f"synthesizeme 0.0.1 ({setting})", lm,
+                            lambda: (official.fit([as_official_row(p) for p in train],
+                                                  val_data=[as_official_row(p) for p in validation]), official)[1],
+                            lambda fitted: official_accuracy(fitted, validation)))
+        print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'run':<30}{'wall s':>9}{'dspy calls':>12}{'generations':>13}{'scorings':>10}{'prompt tok':>12}"
+          f"{'compl tok':>11}{'val acc':>9}")
+    for row in rows:
+        print(f"{row['name']:<30}{row['seconds']:>9.1f}{row['dspy_calls']:>12}{row['generations']:>13}"
+              f"{row['scorings']:>10}{row['prompt_tokens']:>12}{row['completion_tokens']:>11}"
+              f"{row['val_accuracy']:>9.2f}")
+    for ours, theirs in zip(rows[::2], rows[1::2], strict=False):
+        print(f"{theirs['name']} / {ours['name']}: wall {theirs['seconds'] / ours['seconds']:.2f}x, prompt tokens "
+              f"{theirs['prompt_tokens'] / max(1, ours['prompt_tokens']):.2f}x, completion tokens "
+              f"{theirs['completion_tokens'] / max(1, ours['completion_tokens']):.2f}x")
+    print(f"load average now {os.getloadavg()[0]:.1f} (shared CPUs: timings are noisy)")
+
+
+if __name__ == "__main__":
+    main()

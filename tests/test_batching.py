@@ -1,0 +1,275 @@
+"""The batching engine: each caller gets its own answer, batched equals sequential, errors stay with their caller,
+and close() never hangs. Fast tests use a tiny randomly initialised Llama built here (no downloads); one slow
+test runs the packaged Gemma model."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import string
+import sys
+import threading
+import time
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from synth.lm import gpu_task, make_engine  # noqa: E402
+from synth.lm.batching import BatchingEngine  # noqa: E402
+from synth.lm.local import (  # noqa: E402
+    CPU_BATCH_CAP,
+    EngineClosed,
+    GenerationParams,
+    LocalEngine,
+    LocalModel,
+    kv_bytes_per_token,
+)
+
+PROMPTS = [f"User: question {i} {'abc' * (i % 5)}?\n\nAssistant:" for i in range(16)]
+
+
+def build_tiny_model(directory) -> str:
+    """A 2-layer Llama with a character vocabulary, saved like any Hugging Face checkpoint."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    characters = list(string.printable)
+    vocab = {token: index for index, token in enumerate(specials + characters)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
+                                        eos_token="</s>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> LocalModel:
+    return LocalModel(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")), device="cpu").load()
+
+
+def reference_greedy(model: LocalModel, prompt: str, max_new_tokens: int) -> str:
+    """One prompt through transformers' own generate: the semantics the batched path must keep."""
+    import torch
+
+    ids = torch.tensor([model.encode(prompt)])
+    output = model.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                  max_new_tokens=max_new_tokens, pad_token_id=model.tokenizer.pad_token_id,
+                                  temperature=None, top_p=None, top_k=None)
+    return model.tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_batched_greedy_equals_sequential_reference(tiny_model):
+    lengths = [3 + (i % 4) * 5 for i in range(len(PROMPTS))]  # per-request max tokens
+    batched = tiny_model.generate(PROMPTS, [GenerationParams(max_new_tokens=n) for n in lengths])
+    for prompt, n, result in zip(PROMPTS, lengths, batched):
+        assert result.text == reference_greedy(tiny_model, prompt, n)
+        assert result.completion_tokens <= n
+
+
+def test_stop_string_cuts_its_row_only(tiny_model):
+    free = tiny_model.generate(PROMPTS[:2], [GenerationParams(max_new_tokens=20)] * 2)
+    stop = free[0].text[5:8]
+    assert len(stop) == 3
+    stopped = tiny_model.generate(PROMPTS[:2], [GenerationParams(max_new_tokens=20, stop=(stop,)),
+                                                GenerationParams(max_new_tokens=20)])
+    assert stopped[0].text == free[0].text[: free[0].text.index(stop)]
+    assert stopped[0].finish_reason == "stop"
+    assert stopped[0].completion_tokens < free[0].completion_tokens
+    assert stopped[1] == free[1]
+
+
+def test_sampling_is_seeded_per_request_whatever_the_batch(tiny_model):
+    params = GenerationParams(max_new_tokens=12, temperature=1.0)
+    alone = tiny_model.generate([PROMPTS[3]], [params])[0]
+    in_batch = tiny_model.generate(PROMPTS[:6], [params] * 6)[3]
+    assert alone == in_batch
+
+
+def test_batched_choice_probabilities_equal_one_by_one(tiny_model):
+    for choices in (["a", "b"], ["ab", "ac"]):  # distinct first tokens / shared first token
+        batched = tiny_model.choice_probabilities(PROMPTS[:8], choices)
+        for prompt, probabilities in zip(PROMPTS[:8], batched):
+            alone = tiny_model.choice_probabilities([prompt], choices)[0]
+            assert probabilities == pytest.approx(alone, abs=1e-5)
+            assert sum(probabilities) == pytest.approx(1.0)
+
+
+def test_scoring_after_generation_reuses_the_prompt_states(tiny_model):
+    continuations = [prompt + " Verdict:" for prompt in PROMPTS[:6]]
+    tiny_model._prompt_states.clear()
+    fresh = {choices: tiny_model.choice_probabilities(continuations, choices) for choices in (("a", "b"), ("ab", "ac"))}
+    tiny_model.generate(PROMPTS[:6], [GenerationParams(max_new_tokens=3)] * 6)
+    assert len(tiny_model._prompt_states) == 6
+    calls = []
+    original = tiny_model._continue_remembered_prompt
+    tiny_model._continue_remembered_prompt = lambda *a: calls.append(a) or original(*a)
+    try:
+        for choices, expected in fresh.items():
+            reused = tiny_model.choice_probabilities(continuations, choices)
+            assert sum(reused, []) == pytest.approx(sum(expected, []), abs=1e-5)
+    finally:
+        del tiny_model._continue_remembered_prompt
+    assert len(calls) == 6 + 12
+
+
+@pytest.mark.timeout(120)
+def test_sixteen_threads_each_get_their_own_answer(tiny_model):
+    expected = {p: r for p, r in zip(PROMPTS, LocalEngine(tiny_model).generate(
+        PROMPTS, [GenerationParams(max_new_tokens=8)] * len(PROMPTS)))}
+    engine = BatchingEngine(tiny_model)
+    try:
+        def call(prompt):
+            if PROMPTS.index(prompt) % 2:
+                return prompt, engine.choice_probabilities([prompt], ["a", "b"])[0]
+            return prompt, engine.generate([prompt], [GenerationParams(max_new_tokens=8)])[0]
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(call, PROMPTS * 2))
+        assert len(answers) == 32
+        for prompt, answer in answers:
+            if PROMPTS.index(prompt) % 2:
+                assert answer == pytest.approx(tiny_model.choice_probabilities([prompt], ["a", "b"])[0], abs=1e-5)
+            else:
+                assert answer == expected[prompt]
+        assert engine.batches_run < 32  # calls were really grouped
+    finally:
+        engine.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_erroring_request_fails_only_its_caller(tiny_model, monkeypatch):
+    encode = tiny_model.encode
+
+    def fragile_encode(text):
+        if "BOOM" in text:
+            raise ValueError("cannot encode BOOM")
+        return encode(text)
+
+    monkeypatch.setattr(tiny_model, "encode", fragile_encode)
+    engine = BatchingEngine(tiny_model)
+    prompts = PROMPTS[:7] + ["User: BOOM\n\nAssistant:"]
+    try:
+        def call(prompt):
+            try:
+                return engine.generate([prompt], [GenerationParams(max_new_tokens=4)])[0]
+            except ValueError as error:
+                return error
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, prompts))
+        assert isinstance(answers[-1], ValueError) and "BOOM" in str(answers[-1])
+        assert all(not isinstance(a, Exception) for a in answers[:-1])
+        assert engine.generate([PROMPTS[0]], [GenerationParams(max_new_tokens=4)])[0] == answers[0]
+    finally:
+        engine.close()
+
+
+@pytest.mark.timeout(60)
+def test_close_answers_every_caller_and_does_not_hang(tiny_model):
+    engine = BatchingEngine(tiny_model, max_pending=4)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def call(prompt):
+        try:
+            result = engine.generate([prompt], [GenerationParams(max_new_tokens=400)])[0]
+        except EngineClosed as error:
+            result = error
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=call, args=(p,)) for p in PROMPTS]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    engine.close()
+    for thread in threads:
+        thread.join(10)
+    assert time.perf_counter() - started < 15
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(outcomes) == len(PROMPTS)
+    assert any(isinstance(o, EngineClosed) for o in outcomes)
+    assert not engine._worker.is_alive()
+    with pytest.raises(EngineClosed):
+        engine.generate([PROMPTS[0]], [GenerationParams(max_new_tokens=1)])
+    engine.close()  # twice is fine
+
+
+def test_make_engine_batches_unless_disabled(tiny_model, monkeypatch):
+    monkeypatch.delenv("SYNTH_BATCHING", raising=False)
+    engine = make_engine(tiny_model)
+    assert isinstance(engine, BatchingEngine)
+    engine.close()
+    monkeypatch.setenv("SYNTH_BATCHING", "0")
+    assert type(make_engine(tiny_model)) is LocalEngine
+
+
+def test_batch_capacity_on_cpu_and_kv_size(tiny_model):
+    import torch
+
+    assert tiny_model.batch_capacity(10_000) == CPU_BATCH_CAP
+    # 2 layers x (key + value) x 2 kv heads x head_dim 16 x 4 bytes
+    assert kv_bytes_per_token(tiny_model.model.config, torch.float32) == 2 * 2 * 2 * 16 * 4
+
+
+def test_load_in_background_resolves_to_the_model(tmp_path):
+    model = LocalModel(build_tiny_model(tmp_path / "m"), device="cpu")
+    future = model.load_in_background()
+    assert future.result(timeout=60) is model and model.is_loaded
+
+
+def test_gpu_task_wraps_only_when_spaces_is_present(monkeypatch):
+    def fit():
+        return "done"
+
+    monkeypatch.setitem(sys.modules, "spaces", None)
+    monkeypatch.delitem(sys.modules, "spaces")
+    if importlib.util.find_spec("spaces") is None:
+        assert gpu_task(fit) is fit
+    seen = {}
+    fake = types.ModuleType("spaces")
+    fake.__spec__ = importlib.machinery.ModuleSpec("spaces", None)
+
+    def fake_gpu(duration):
+        seen["duration"] = duration
+        return lambda function: (lambda: "on gpu: " + function())
+
+    fake.GPU = fake_gpu
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert gpu_task(duration=300)(fit)() == "on gpu: done" and seen["duration"] == 300
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_packaged_model_batched_equals_sequential():
+    from synth.lm import packaged_model_path
+
+    model = LocalModel(packaged_model_path()).load()
+    prompts = PROMPTS[:4]
+    batched = model.generate(prompts, [GenerationParams(max_new_tokens=6)] * 4)
+    for prompt, result in zip(prompts, batched):
+        assert result.text == reference_greedy(model, prompt, 6)
+    engine = BatchingEngine(model)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda p: engine.score_choices([{"role": "user", "content": p}], "Verdict: ",
+                                                                   ["First", "Second"]), prompts * 4))
+        for prompt, answer in zip(prompts * 4, answers):
+            alone = model.choice_probabilities([model.render([{"role": "user", "content": prompt}],
+                                                             assistant_prefix="Verdict: ")], ["First", "Second"])[0]
+            assert answer == pytest.approx(alone, abs=1e-4)
+    finally:
+        engine.close()
