@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +11,11 @@ import dspy
 import gradio as gr
 
 from components.model_handle import ModelHandle
+from components.insights_tab import build_insights_tab
 from components.try_tab import SHORTCUTS_JS, build_try_tab
-from synth.data import atomic_write_text
 from synth.lm import build_lm
 from synth.lm.gpu import gpu_task
+from synth.store import PersonaRecord, PersonaStore, new_user_id
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_MAX_SIZE = int(os.environ.get("SYNTH_QUEUE_MAX_SIZE", "32"))
@@ -29,44 +28,39 @@ def data_dir() -> Path:
     return Path(os.environ.get("SYNTH_DATA_DIR", Path.home() / ".cache" / "synth" / "studio"))
 
 
-def population_contributor() -> Callable[[dict[str, Any]], str]:
-    """Add an opted-in artifact to the population store; until the store exists, keep the artifact on disk."""
-    def keep_artifact(artifact: dict[str, Any]) -> str:
-        anonymous = _anonymised(artifact)
-        path = data_dir() / "contributed" / f"{anonymous['contributor']}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(anonymous, ensure_ascii=False, indent=2) + "\n")
-        return "Thank you! Your persona was saved anonymously and will join the population."
-
-    return keep_artifact
+def persona_store() -> PersonaStore:
+    """The population the insights tab reads and opted-in visitors join (SQLite, WAL)."""
+    return PersonaStore(os.environ.get("SYNTH_STORE", data_dir() / "personas.sqlite"))
 
 
-def _anonymised(artifact: dict[str, Any]) -> dict[str, Any]:
-    contributor = uuid.uuid4().hex[:12]
-    pairs = {split: [{**row, "user_id": contributor} for row in rows]
-             for split, rows in artifact.get("pairs", {}).items()}
-    return {**artifact, "pairs": pairs, "contributor": contributor}
+def population_contributor(store: PersonaStore) -> Callable[[dict[str, Any]], str]:
+    """Add an opted-in artifact to the store under a fresh anonymous id, with its reasoning and pairs."""
 
+    def contribute(artifact: dict[str, Any]) -> str:
+        user_id = new_user_id()
+        pairs = {split: [{**row, "user_id": user_id} for row in rows]
+                 for split, rows in artifact.get("pairs", {}).items()}
+        store.add(PersonaRecord(user_id=user_id, persona=artifact.get("persona") or "", source="demo", consent=True,
+                                model=artifact.get("model", ""), artifact={**artifact, "pairs": pairs}))
+        return "Thank you! Your persona joined the population anonymously; refresh the insights tab to see it."
 
-def build_insights() -> None:
-    gr.Markdown("### Population insights\nThe population view is being wired in; it will show how personas "
-                "cluster across many users, including the ones contributed from the first tab.",
-                elem_classes=["section-title"])
+    return contribute
 
 
 def build_app(lm_factory: Callable[[], dspy.BaseLM] | None = None) -> tuple[gr.Blocks, ModelHandle]:
     """The Blocks and its model handle; ``lm_factory`` defaults to ``build_lm()`` ($SYNTH_MODEL or offline)."""
     model = ModelHandle(lm_factory or build_lm)
+    store = persona_store()
     with gr.Blocks(title="SynthesizeMe Studio") as demo:
         gr.HTML('<div class="hero"><h1>SynthesizeMe Studio</h1><p>Label a handful of reply pairs and watch '
                 'SynthesizeMe build a personalized LLM judge for you: reasoning verified against your choices, '
                 'a persona, and the demos that predict you best (Ryan et al., ACL 2025).</p></div>')
         with gr.Tabs():
             with gr.Tab("Try it yourself", id="try"):
-                build_try_tab(demo, model, gpu=gpu_task(duration=GPU_SECONDS), contribute=population_contributor(),
-                              fit_concurrency=FIT_CONCURRENCY)
+                session = build_try_tab(demo, model, gpu=gpu_task(duration=GPU_SECONDS),
+                                        contribute=population_contributor(store), fit_concurrency=FIT_CONCURRENCY)
             with gr.Tab("Population insights", id="insights"):
-                build_insights()
+                build_insights_tab(store, persona_state=session)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=DEFAULT_CONCURRENCY)
     return demo, model
 

@@ -83,6 +83,11 @@ class LabelSession:
         return cls(seed=seed, queue=[Shown(p, rng.random() < 0.5) for p in order])
 
     @property
+    def persona(self) -> str | None:
+        """The persona of this visitor's fit or reloaded artifact, for the population tab."""
+        return self.fitted.get_persona() if self.fitted is not None else None
+
+    @property
     def current(self) -> Shown | None:
         return self.queue[0] if self.queue else None
 

@@ -83,8 +83,8 @@ def labels_html(session: LabelSession) -> str:
 
 def build_try_tab(demo: gr.Blocks, model: ModelHandle, bank: list[BankPair] | None = None,
                   gpu: Identity = _identity, contribute: Callable[[dict[str, Any]], str] | None = None,
-                  fit_concurrency: int = 1) -> None:
-    """Lay out the tab inside the current Blocks context and wire its events.
+                  fit_concurrency: int = 1) -> gr.State:
+    """Lay out the tab inside the current Blocks context, wire its events, and return the session state.
 
     ``gpu`` wraps the model-heavy handlers (``spaces.GPU`` on Hugging Face); ``contribute`` adds an opted-in
     artifact to the shared population and returns a message.
@@ -336,3 +336,4 @@ def build_try_tab(demo: gr.Blocks, model: ModelHandle, bank: list[BankPair] | No
     test_btn.click(gpu(test_judge), inputs=[session_state, test_prompt, test_a, test_b], outputs=test_out,
                    concurrency_id="model", concurrency_limit=fit_concurrency, api_name="test_judge")
 
+    return session_state

@@ -235,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     app_parser.set_defaults(func=cmd_app)
 
     from synth.evaluation.cli import register as register_evaluation
+    from synth.insights.cli import register as register_insights
 
     register_evaluation(commands)
+    register_insights(commands)
     return parser
 
 

@@ -18,6 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client, handle_file  # noqa: E402
 
 import app  # noqa: E402
+from synth.store import PersonaStore  # noqa: E402
 from tests.scripted import scripted_lm  # noqa: E402
 
 
@@ -93,10 +94,11 @@ def test_full_flow_quick_fit_persona_demos_and_judge(scripted_app, tmp_path):
     assert artifact["persona"] == "The user prefers short replies."
     assert f'Chose candidate {artifact["chosen"]["demos"]}: {len(artifact["demos"])} demos' in run_log
     assert ("Demo 1" in demos) if artifact["demos"] else ("No demos chosen" in demos)
-    assert "saved anonymously" in opt_in
-    contributed = list((tmp_path / "data" / "contributed").glob("*.json"))
-    assert len(contributed) == 1
-    assert json.loads(contributed[0].read_text())["pairs"]["train"][0]["user_id"] != "studio-visitor"
+    assert "joined the population anonymously" in opt_in
+    contributed = PersonaStore(tmp_path / "data" / "personas.sqlite").list(sources=["demo"])
+    assert len(contributed) == 1 and contributed[0].persona == "The user prefers short replies."
+    assert contributed[0].consent and contributed[0].artifact["traces"]  # links back to reasoning and pairs
+    assert contributed[0].artifact["pairs"]["train"][0]["user_id"] == contributed[0].user_id != "studio-visitor"
 
     verdicts = client.predict("Which is better?", "Short.", "A much longer reply that goes on and on.",
                               api_name="/test_judge")

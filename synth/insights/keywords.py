@@ -1,0 +1,116 @@
+"""Class-based TF-IDF keywords (as in BERTopic): what words set one cluster's statements apart from the others."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+# Words every persona uses; they would otherwise top the largest clusters' keyword lists.
+PERSONA_STOP_WORDS = frozenset(
+    {
+        "user",
+        "users",
+        "person",
+        "people",
+        "individual",
+        "prefers",
+        "prefer",
+        "preferred",
+        "values",
+        "value",
+        "likes",
+        "like",
+        "wants",
+        "want",
+        "appreciates",
+        "appreciate",
+        "enjoys",
+        "enjoy",
+        "favors",
+        "favor",
+        "expects",
+        "expect",
+        "tends",
+        "seems",
+        "likely",
+        "response",
+        "responses",
+        "answer",
+        "answers",
+        "assistant",
+        "reply",
+        "replies",
+        "especially",
+        "generally",
+        "clearly",
+        "consistently",
+        "choices",
+        "chosen",
+        "selections",
+        "past",
+        "based",
+        "judging",
+        "situations",
+        "time",
+        "makes",
+        "make",
+        "does",
+        "really",
+        "just",
+    }
+)
+
+
+def class_tfidf_keywords(
+    documents_by_class: Sequence[Sequence[str]], top_n: int = 6
+) -> list[list[str]]:
+    """Top `top_n` c-TF-IDF terms (unigrams and bigrams) for each class of documents.
+
+    Statements are counted one by one (so no bigram spans two statements), then summed per class.
+    Weight of term t in class c: tf(t, c) / |c| * log(1 + A / f(t)), with A the mean number of words per class and
+    f(t) the frequency of t over all classes. A unigram already inside a chosen bigram is skipped.
+    """
+    documents = [document for group in documents_by_class for document in group]
+    classes = np.repeat(
+        np.arange(len(documents_by_class)), [len(group) for group in documents_by_class]
+    )
+    if not documents:
+        return [[] for _ in documents_by_class]
+    vectorizer = CountVectorizer(
+        ngram_range=(1, 2),
+        stop_words=sorted(ENGLISH_STOP_WORDS | PERSONA_STOP_WORDS),
+        token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z'-]+\b",
+        min_df=2 if len(documents) >= 20 else 1,
+    )
+    try:
+        per_document = vectorizer.fit_transform(documents)
+    except ValueError:  # nothing but stop words
+        return [[] for _ in documents_by_class]
+    indicator = sparse.csr_matrix(
+        (np.ones(len(documents)), (classes, np.arange(len(documents)))),
+        shape=(len(documents_by_class), len(documents)),
+    )
+    counts = (indicator @ per_document).toarray().astype(np.float64)
+    terms = vectorizer.get_feature_names_out()
+    words_per_class = counts.sum(axis=1, keepdims=True)
+    term_frequency = counts / np.maximum(words_per_class, 1)
+    average_words = words_per_class.mean()
+    idf = np.log(1 + average_words / np.maximum(counts.sum(axis=0), 1))
+    scores = term_frequency * idf
+    keywords: list[list[str]] = []
+    for row in scores:
+        chosen: list[str] = []
+        for index in np.argsort(-row):
+            if row[index] <= 0 or len(chosen) == top_n:
+                break
+            term = terms[index]
+            if any(term in other.split() for other in chosen if " " in other):
+                continue
+            if " " in term:
+                chosen = [other for other in chosen if other not in term.split()]
+            chosen.append(term)
+        keywords.append(chosen)
+    return keywords
