@@ -47,8 +47,8 @@ class ScriptedEngine:
         reason = "The shorter reply respects the user's time." if not tricked else "The longer reply is richer."
         return ("First" if first_wins else "Second"), reason
 
-    def complete(self, request) -> Response:
-        messages = request_messages(request)
+    def answer(self, messages: list[dict[str, str]], stop: tuple[str, ...] = ()) -> str:
+        """The reply to a chat request in DSPy's format (shared by the engine and the HTTP test server)."""
         text = messages[-1]["content"]
         if "[[ ## preference_notes ## ]]" in text:
             kind, answer = "persona", f"[[ ## persona ## ]]\n{self.persona}\n\n[[ ## completed ## ]]"
@@ -68,12 +68,18 @@ class ScriptedEngine:
                 self.malformed_verdicts -= malformed
             shown = "I cannot decide." if malformed else verdict
             answer = f"[[ ## reasoning ## ]]\n{reason}\n\n[[ ## preferred ## ]]\n{shown}\n\n[[ ## completed ## ]]"
-            if request.config.stop:
-                answer = answer[: answer.index(request.config.stop[0])]
+            if stop and stop[0] in answer:
+                answer = answer[: answer.index(stop[0])]
         with self.lock:
             self.calls[kind] += 1
+        return answer
+
+    def complete(self, request) -> Response:
+        messages = request_messages(request)
+        answer = self.answer(messages, tuple(request.config.stop or ()))
         return Response(id=None, model="scripted", message=Message.assistant([TextPart(answer)]),
-                        finish_reason="stop", usage=Usage(input_tokens=len(text) // 4, output_tokens=20))
+                        finish_reason="stop",
+                        usage=Usage(input_tokens=len(messages[-1]["content"]) // 4, output_tokens=20))
 
     def _score_choices(self, messages, assistant_prefix, choices):
         verdict, _ = self.verdict(list(messages))
