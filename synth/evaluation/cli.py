@@ -1,6 +1,6 @@
 """``synth eval`` and ``synth eval-scaling``: the paper's table and its context-scaling figure from one command.
 
-The lead wires ``register`` into ``synth/cli.py``; ``main(argv)`` runs these commands on their own (tests, scripts).
+``synth.cli`` registers them; ``main(argv)`` runs these commands on their own (tests, scripts).
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from synth.data import PairFileError
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from synth.cli import EXIT_OK
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -127,15 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except PairFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    from synth.cli import run_command
+
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
