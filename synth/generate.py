@@ -7,6 +7,7 @@ Those poles are what people most often disagree about, so the pair is informativ
 from __future__ import annotations
 
 import dspy
+from dspy.lm15 import Config, Message, Request
 
 DRAFT_STYLES = (
     ("Reply in a direct, compact way: a few sentences, no preamble, only what matters.", 0.3),
@@ -24,11 +25,9 @@ def draft_two_responses(lm: dspy.BaseLM, prompt: str, max_tokens: int = 220) -> 
         raise ValueError(f"the prompt is {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}")
     drafts = []
     for instruction, temperature in DRAFT_STYLES:
-        messages = [{"role": "system", "content": instruction}, {"role": "user", "content": prompt}]
-        outputs = lm(messages=messages, temperature=temperature, max_tokens=max_tokens, stop=["\nUser:"])
-        first = outputs[0] if outputs else ""
-        text = first.get("text", "") if isinstance(first, dict) else str(first)
-        drafts.append(text.strip())
+        request = Request(model=lm.model, messages=(Message.user(prompt),), system=instruction,
+                          config=Config(max_tokens=max_tokens, temperature=temperature, stop=("\nUser:",)))
+        drafts.append((lm(request).message.text or "").strip())
     if not all(drafts) or drafts[0] == drafts[1]:
         raise ValueError("the model did not write two different replies; try again or rephrase the prompt")
     return drafts[0], drafts[1]

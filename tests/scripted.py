@@ -52,6 +52,8 @@ class ScriptedEngine:
         text = messages[-1]["content"]
         if "[[ ## preference_notes ## ]]" in text:
             kind, answer = "persona", f"[[ ## persona ## ]]\n{self.persona}\n\n[[ ## completed ## ]]"
+        elif "Respond with" not in text:  # a plain chat request, e.g. drafting replies: echo the instruction
+            kind, answer = "draft", f"Draft in the style asked for: {messages[0]['content']}"
         elif "[[ ## first_reply ## ]]" not in text:  # any other program (e.g. an optimizer's proposer)
             kind = "other"
             fields = re.findall(r"`\[\[ ## (\w+) ## \]\]`", text.rsplit("Respond with", 1)[-1])

@@ -51,6 +51,15 @@ def label(client: Client, n: int) -> str:
     return progress
 
 
+def test_ask_your_own_prompt_puts_the_models_two_drafts_up_for_labeling(scripted_app):
+    client = Client(scripted_app, verbose=False)
+    client.predict(api_name="/start_session")
+    cleared, _, prompt, left, right, _ = client.predict("How should I learn to cook?", api_name="/ask_own")
+    assert cleared == "" and "How should I learn to cook?" in prompt
+    assert {"compact" in left, "compact" in right} == {True, False}  # both drafts shown, on random sides
+    assert label(client, 1).startswith("1 labeled")
+
+
 def test_label_skip_undo_and_progress(scripted_app):
     client = Client(scripted_app, verbose=False)
     progress, prompt, left, right, _ = client.predict(api_name="/start_session")

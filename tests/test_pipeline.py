@@ -186,3 +186,15 @@ def test_concurrent_fits_in_one_process_keep_their_own_lm_and_results():
     assert other.get_persona() == "The user enjoys thorough, detailed replies."
     assert short.artifact_["lm_usage"]["lm_calls"] == engine_short.calls["judge"] + engine_short.calls["persona"]
     assert other.artifact_["lm_usage"]["lm_calls"] == engine_other.calls["judge"] + engine_other.calls["persona"]
+
+
+def test_draft_two_responses_gives_two_different_replies_and_refuses_bad_prompts():
+    from synth.generate import DRAFT_STYLES, draft_two_responses
+
+    lm, engine = scripted_lm()
+    compact, thorough = draft_two_responses(lm, "How do I boil an egg?")
+    assert DRAFT_STYLES[0][0] in compact and DRAFT_STYLES[1][0] in thorough and engine.calls["draft"] == 2
+    with pytest.raises(ValueError, match="write a prompt"):
+        draft_two_responses(lm, "   ")
+    with pytest.raises(ValueError, match="under 2000"):
+        draft_two_responses(lm, "x" * 2001)
