@@ -48,6 +48,9 @@ def test_label_run_and_markup_stays_text(app_url, tmp_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # Each step is a round trip through Gradio's queue; on 2 busy cores that can take far more than 5 s.
+        page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)
         page.goto(app_url)
         progress = page.locator("#label-progress")
         expect(progress).to_contain_text("0 labeled, at least 5 needed, up to 15 useful", timeout=30_000)
