@@ -124,17 +124,11 @@ def summarize_scores(scores: Sequence[float], seed: int = 0, n_resamples: int = 
 
 # ---- methods ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MethodSettings:
-    """Shared knobs; ``quick`` matches ``synth fit --quick``."""
+class MethodSettings(StepSettings):
+    """The steps' settings plus ``quick`` (as ``synth fit --quick``) and the Θ file."""
 
-    quick: bool = False
-    seed: int = 0
-    num_candidates: int = 10
-    max_demos: int = 4
-    reasoning_tokens: int = 256
-    persona_tokens: int = 320
-    max_turn_chars: int = 2000
     num_threads: int = 8
+    quick: bool = False
     theta: str | None = None
 
     def resolved(self) -> MethodSettings:
@@ -248,8 +242,7 @@ class MemoryMethod(EvaluationMethod):
         rng = random.Random(f"{self.settings.seed}:{split.user_id}:memory")
         positions = [rng.random() < 0.5 for _ in split.context]  # where the chosen reply is shown in each demo
         everything = Candidate("memory", 0, LABELS_ONLY, list(range(len(split.context))))
-        runner = StepRunner(StepSettings(max_turn_chars=self.settings.max_turn_chars), lambda event: None,
-                            threading.Event())
+        runner = StepRunner(self.settings, lambda event: None, threading.Event())
         return JudgePrompt(demos=tuple(runner.demos_for(everything, [], split.context, positions)))
 
 
@@ -267,8 +260,7 @@ class JustDemosMethod(EvaluationMethod):
         train = [PreferencePair.from_dict(row) for row in artifact["pairs"]["train"]]
         shown_first = {t.pair_index: t.chosen_shown_first for t in traces}
         positions = [shown_first.get(i, True) for i in range(len(train))]
-        runner = StepRunner(StepSettings(max_turn_chars=self.settings.max_turn_chars), lambda event: None,
-                            threading.Event())
+        runner = StepRunner(self.settings, lambda event: None, threading.Event())
         return JudgePrompt(demos=tuple(runner.demos_for(best, traces, train, positions)))
 
 
