@@ -62,6 +62,10 @@ class TopicEmbedder:
 TOPICS = ["cook", "privacy", "garden", "chess"]
 
 
+# The documented schema of one entry of insights.json (issue: CLI JSON schema).
+INSIGHT_KEYS = {"id", "name", "description", "keywords", "n_users", "user_ids", "statements", "stability", "parent"}
+
+
 def topic_personas() -> list[Persona]:
     """8 cooks (one says it three ways), 6 privacy users, 6 gardeners, and 3 chess players (under the floor)."""
     personas = []
@@ -263,17 +267,7 @@ def test_themes_group_insights_and_json_schema_is_exact() -> None:
     document = json.loads(json.dumps(result.to_json()))
     assert set(document) == {"insights", "hidden_small_clusters", "params"}
     for item in document["insights"]:
-        assert set(item) == {
-            "id",
-            "name",
-            "description",
-            "keywords",
-            "n_users",
-            "user_ids",
-            "statements",
-            "stability",
-            "parent",
-        }
+        assert set(item) == INSIGHT_KEYS
         assert item["n_users"] == len(item["user_ids"])
         assert all(set(s) == {"user_id", "text"} for s in item["statements"])
     parents = {
@@ -483,17 +477,7 @@ def test_cli_writes_the_documented_schema_with_real_embeddings(tmp_path: Path) -
     known = {p.user_id for p in personas}
     assert document["insights"]
     for item in document["insights"]:
-        assert set(item) == {
-            "id",
-            "name",
-            "description",
-            "keywords",
-            "n_users",
-            "user_ids",
-            "statements",
-            "stability",
-            "parent",
-        }
+        assert set(item) == INSIGHT_KEYS
         assert item["n_users"] == len(set(item["user_ids"])) >= 5
         assert set(item["user_ids"]) <= known
         assert 0.0 <= item["stability"] <= 1.0
