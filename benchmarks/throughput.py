@@ -3,12 +3,14 @@
 The prompts are real judge calls: PairwiseJudge (chain-of-thought up to the verdict slot, then the verdict read
 from First/Second probabilities) over the 12 example pairs in both orders plus 8 pair-bank pairs. Both runs go
 through ``synth.parallel.run_concurrently`` with 16 threads and DSPy's cache off, so the only difference is the
-engine: LocalEngine (one call at a time, what ``SYNTH_BATCHING=0`` gives) or BatchingEngine.
+engine: LocalEngine (one call at a time, what ``SYNTH_BATCHING=0`` gives) or BatchingEngine (continuous batching
+with shared prefixes). ``--demos K`` judges with a persona and K demos, the shape of the demo-selection step's
+calls, where many requests share a long prefix.
 
-``--raw`` also times generation alone on the recorded prompts: our micro-batching (at several batch caps) against
-transformers' continuous batching (``generate_batch``), which is how the engine design and the CPU cap were chosen.
+``--raw`` also times generation alone on the recorded prompts: ``LocalModel.generate`` at several capacity caps
+against transformers' continuous batching (``generate_batch``), which is how the CPU cap was chosen.
 
-    .venv/bin/python benchmarks/throughput.py --max-tokens 24 --raw
+    .venv/bin/python benchmarks/throughput.py --prompts 32 --max-tokens 96 [--demos 3] [--raw]
 """
 
 from __future__ import annotations
@@ -37,19 +39,39 @@ from synth.steps import judge_inputs  # noqa: E402
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
-def judge_cases(count: int = 32, max_turn_chars: int = 1200) -> list[dict[str, str]]:
+MAX_TURN_CHARS = 1200
+# A stand-in persona and demo reasoning for the candidate-scoring workload (a real fit writes its own).
+PERSONA = ("Prefers short, practical answers with concrete steps; dislikes jokes and filler; trusts replies that "
+           "mention safety limits.")
+DEMO_REASONING = "The first reply is direct and gives steps this person can follow; the second wanders."
+
+
+def bank_pairs() -> list[PreferencePair]:
+    pairs = []
+    for line in (ASSETS / "pair_bank.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        pairs.append(PreferencePair(context=(Turn("user", row["prompt"]),),
+                                    chosen=Turn("assistant", row["responses"][0]["content"]),
+                                    rejected=Turn("assistant", row["responses"][1]["content"])))
+    return pairs
+
+
+def judge_cases(count: int = 32) -> list[dict[str, str]]:
     """Judge inputs: example pairs in both orders, topped up with pair-bank pairs."""
     pairs = load_pairs(ASSETS / "example_pairs.jsonl")
-    cases = [judge_inputs(p, chosen_first, max_turn_chars) for p in pairs for chosen_first in (True, False)]
-    for line in (ASSETS / "pair_bank.jsonl").read_text().splitlines():
-        if len(cases) >= count:
-            break
-        row = json.loads(line)
-        pair = PreferencePair(context=(Turn("user", row["prompt"]),),
-                              chosen=Turn("assistant", row["responses"][0]["content"]),
-                              rejected=Turn("assistant", row["responses"][1]["content"]))
-        cases.append(judge_inputs(pair, True, max_turn_chars))
+    cases = [judge_inputs(p, chosen_first, MAX_TURN_CHARS) for p in pairs for chosen_first in (True, False)]
+    cases += [judge_inputs(pair, True, MAX_TURN_CHARS) for pair in bank_pairs()]
     return cases[:count]
+
+
+def make_judge(demo_count: int, max_tokens: int) -> PairwiseJudge:
+    """The bootstrap step's judge (no persona, no demos) or, with demos, one candidate of the demo-selection step:
+    persona in the instructions and ``demo_count`` demos from the end of the pair bank (never among the cases)."""
+    if not demo_count:
+        return PairwiseJudge(reasoning_tokens=max_tokens)
+    demos = [dspy.Example(**judge_inputs(pair, True, MAX_TURN_CHARS), reasoning=DEMO_REASONING, preferred="First")
+             for pair in bank_pairs()[-demo_count:]]
+    return PairwiseJudge(persona=PERSONA, demos=demos, reasoning_tokens=max_tokens)
 
 
 class Meter:
@@ -78,11 +100,11 @@ class Meter:
         engine.generate, engine.choice_probabilities = counted_generate, counted_score
 
 
-def run_judges(engine: LocalEngine, cases: list[dict[str, str]], max_tokens: int, threads: int) -> tuple[float, Meter]:
+def run_judges(engine: LocalEngine, judge: PairwiseJudge, cases: list[dict[str, str]], max_tokens: int,
+               threads: int) -> tuple[float, Meter]:
     meter = Meter(engine)
     lm = dspy.LM(f"local/{engine.local_model.display_name}", engine=engine, temperature=0.0, max_tokens=max_tokens,
                  cache=False)
-    judge = PairwiseJudge(reasoning_tokens=max_tokens)
     started = time.perf_counter()
     with dspy.context(lm=lm, adapter=TolerantChatAdapter()):
         verdicts = dict(run_concurrently(lambda case: judge(**case), cases, threads))
@@ -92,7 +114,7 @@ def run_judges(engine: LocalEngine, cases: list[dict[str, str]], max_tokens: int
 
 
 def raw_generation(model: LocalModel, recorded: list[tuple[str, GenerationParams]], caps: list[int]) -> list[tuple]:
-    """Generation alone on the recorded prompts: micro-batching per cap vs transformers continuous batching."""
+    """Generation alone on the recorded prompts: our generate per capacity cap vs transformers' generate_batch."""
     rows = []
     prompts, params = zip(*recorded)
     saved_cap = local_module.CPU_BATCH_CAP
@@ -102,7 +124,7 @@ def raw_generation(model: LocalModel, recorded: list[tuple[str, GenerationParams
             started = time.perf_counter()
             results = model.generate(list(prompts), list(params))
             seconds = time.perf_counter() - started
-            rows.append((f"micro-batch, cap {cap}", seconds, sum(r.completion_tokens for r in results)))
+            rows.append((f"LocalModel.generate, cap {cap}", seconds, sum(r.completion_tokens for r in results)))
     finally:
         local_module.CPU_BATCH_CAP = saved_cap
     rows.append(continuous_batching(model, prompts, params))
@@ -131,33 +153,45 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=24, help="reasoning tokens per judge call")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--raw", action="store_true", help="also compare micro-batching caps and generate_batch")
+    parser.add_argument("--raw", action="store_true", help="also compare capacity caps and generate_batch")
     parser.add_argument("--caps", default="4,8,16,32")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
+    parser.add_argument("--demos", type=int, default=0,
+                        help="0: the bootstrap step's judge; K: a demo-selection candidate (persona + K demos)")
     args = parser.parse_args()
 
     load_started = time.perf_counter()
-    model = LocalModel(packaged_model_path()).load()
-    print(f"model {model.display_name} on {model.device}, loaded in {time.perf_counter() - load_started:.1f}s, "
+    model = LocalModel(packaged_model_path(), dtype=args.dtype).load()
+    print(f"model {model.display_name} on {model.device} in {model.model.dtype}, loaded in {time.perf_counter() - load_started:.1f}s, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     cases = judge_cases(args.prompts)
-    sequential_s, sequential = run_judges(LocalEngine(model), cases, args.max_tokens, args.threads)
+    judge = make_judge(args.demos, args.max_tokens)
+    prefill_counts = []
+    sequential_s, sequential = run_judges(LocalEngine(model), judge, cases, args.max_tokens, args.threads)
+    prefill_counts.append((model.computed_tokens, model.reused_tokens))
+    model.prefix_store.clear()  # the batched run must not start from the sequential run's prompts
     batching_engine = BatchingEngine(model)
     try:
-        batched_s, batched = run_judges(batching_engine, cases, args.max_tokens, args.threads)
-        batches = batching_engine.batches_run
+        batched_s, batched = run_judges(batching_engine, judge, cases, args.max_tokens, args.threads)
     finally:
         batching_engine.close()
+    prefill_counts.append((model.computed_tokens - prefill_counts[0][0], model.reused_tokens - prefill_counts[0][1]))
 
-    print(f"\n{len(cases)} judge calls, {args.max_tokens} reasoning tokens max, {args.threads} threads, cache off")
-    print(f"{'engine':<28}{'wall s':>9}{'gen calls':>11}{'scorings':>10}{'prompt tok':>12}{'compl tok':>11}"
-          f"{'compl tok/s':>13}{'all tok/s':>11}")
-    for name, seconds, meter in (("sequential (LocalEngine)", sequential_s, sequential),
-                                 (f"batched ({batches} batches)", batched_s, batched)):
-        print(f"{name:<28}{seconds:>9.1f}{meter.calls:>11}{meter.scorings:>10}{meter.prompt_tokens:>12}"
-              f"{meter.completion_tokens:>11}{meter.completion_tokens / seconds:>13.1f}"
+    workload = f"persona + {args.demos} demos" if args.demos else "no persona, no demos"
+    print(f"\n{len(cases)} judge calls ({workload}), {args.max_tokens} reasoning tokens max, {args.threads} threads, "
+          "cache off")
+    print(f"{'engine':<26}{'wall s':>9}{'gen calls':>11}{'scorings':>10}{'prompt tok':>12}{'prefilled':>11}"
+          f"{'reused':>9}{'compl tok':>11}{'compl tok/s':>13}{'all tok/s':>11}")
+    for name, seconds, meter, (computed, reused) in (
+            ("sequential (LocalEngine)", sequential_s, sequential, prefill_counts[0]),
+            ("batched (BatchingEngine)", batched_s, batched, prefill_counts[1])):
+        print(f"{name:<26}{seconds:>9.1f}{meter.calls:>11}{meter.scorings:>10}{meter.prompt_tokens:>12}"
+              f"{computed:>11}{reused:>9}{meter.completion_tokens:>11}{meter.completion_tokens / seconds:>13.1f}"
               f"{(meter.prompt_tokens + meter.completion_tokens) / seconds:>11.1f}")
-    print(f"speed-up (wall time): {sequential_s / batched_s:.2f}x; scorings that reused the judge's prompt "
-          f"states: {model.prompt_state_hits} of {sequential.scorings + batched.scorings}")
+    print(f"speed-up (wall time): {sequential_s / batched_s:.2f}x; batched engine: "
+          f"{batching_engine.prefills_run} prefills, {batching_engine.decode_steps} decoding steps")
+    print("prefilled = prompt tokens run through the model (scorings included); reused = taken from computed "
+          "prefixes")
 
     if args.raw:
         print(f"\ngeneration only, the same {len(sequential.prompts)} rendered prompts, greedy")

@@ -18,6 +18,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from synth.lm import gpu_task, make_engine  # noqa: E402
+from synth.lm import local as local_module  # noqa: E402
 from synth.lm.batching import BatchingEngine  # noqa: E402
 from synth.lm.local import (  # noqa: E402
     CPU_BATCH_CAP,
@@ -31,11 +32,12 @@ from synth.lm.local import (  # noqa: E402
 PROMPTS = [f"User: question {i} {'abc' * (i % 5)}?\n\nAssistant:" for i in range(16)]
 
 
-def build_tiny_model(directory) -> str:
-    """A 2-layer Llama with a character vocabulary, saved like any Hugging Face checkpoint."""
+def build_tiny_model(directory, sliding_window: int | None = None) -> str:
+    """A 2-layer Llama (or, with ``sliding_window``, a Gemma 3 whose first layer attends to that many tokens
+    only) with a character vocabulary, saved like any Hugging Face checkpoint."""
     import torch
     from tokenizers import Tokenizer, decoders, models
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     specials = ["<pad>", "<s>", "</s>"]
     characters = list(string.printable)
@@ -45,10 +47,14 @@ def build_tiny_model(directory) -> str:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
                                         eos_token="</s>")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    model = LlamaForCausalLM(config)
+    shape = dict(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0,
+                 bos_token_id=1, eos_token_id=2)
+    if sliding_window:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**shape, head_dim=16, sliding_window=sliding_window,
+                                                   layer_types=["sliding_attention", "full_attention"]))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**shape))
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
@@ -56,7 +62,13 @@ def build_tiny_model(directory) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> LocalModel:
-    return LocalModel(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")), device="cpu").load()
+    return LocalModel(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")), device="cpu", dtype="float32").load()
+
+
+@pytest.fixture(scope="module")
+def sliding_model(tmp_path_factory) -> LocalModel:
+    directory = tmp_path_factory.mktemp("tiny-gemma")
+    return LocalModel(build_tiny_model(directory, sliding_window=8), device="cpu", dtype="float32").load()
 
 
 def reference_greedy(model: LocalModel, prompt: str, max_new_tokens: int) -> str:
@@ -76,6 +88,66 @@ def test_batched_greedy_equals_sequential_reference(tiny_model):
     for prompt, n, result in zip(PROMPTS, lengths, batched):
         assert result.text == reference_greedy(tiny_model, prompt, n)
         assert result.completion_tokens <= n
+
+
+SHARED = "System: you judge replies for one person. Read both and name the one they prefer.\n\n"
+
+
+@pytest.mark.parametrize("model_name", ["tiny_model", "sliding_model"])
+def test_rows_join_as_others_finish_and_equal_the_reference(model_name, request, monkeypatch):
+    """Capacity 3 for 10 prompts: rows join mid-decoding into a cache of another width, some starting from the
+    shared instructions; on a sliding-window model the prompts are longer than the window."""
+    model = request.getfixturevalue(model_name)
+    monkeypatch.setattr(local_module, "CPU_BATCH_CAP", 3)
+    prompts = [SHARED + prompt for prompt in PROMPTS[:10]]
+    lengths = [2 + (i * 7) % 13 for i in range(10)]
+    results = model.generate(prompts, [GenerationParams(max_new_tokens=n) for n in lengths])
+    for prompt, n, result in zip(prompts, lengths, results):
+        assert result.text == reference_greedy(model, prompt, n)
+
+
+def test_a_shared_prefix_is_computed_once(tiny_model):
+    prompts = [SHARED + f"User: question {i}?\n\nAssistant:" for i in range(4)]  # equal lengths
+    shared = len(tiny_model.encode(SHARED + "User: question "))
+    suffix = len(tiny_model.encode(prompts[0])) - shared
+    tiny_model.prefix_store.clear()
+    computed, reused = tiny_model.computed_tokens, tiny_model.reused_tokens
+    results = tiny_model.generate(prompts, [GenerationParams(max_new_tokens=5)] * 4)
+    assert tiny_model.computed_tokens - computed == shared + 4 * suffix
+    assert tiny_model.reused_tokens - reused == 4 * shared
+    assert [r.text for r in results] == [reference_greedy(tiny_model, p, 5) for p in prompts]
+
+
+def test_sliding_window_scoring_continues_remembered_prompts(sliding_model):
+    prompts = [SHARED + prompt for prompt in PROMPTS[:4]]
+    continuations = [prompt + " Verdict:" for prompt in prompts]
+    sliding_model.prefix_store.clear()
+    fresh = sliding_model.choice_probabilities(continuations, ["a", "b"])
+    sliding_model.generate(prompts, [GenerationParams(max_new_tokens=2)] * 4)
+    before = sliding_model.reused_tokens
+    reused = sliding_model.choice_probabilities(continuations, ["a", "b"])
+    assert sum(reused, []) == pytest.approx(sum(fresh, []), abs=1e-5)
+    assert sliding_model.reused_tokens - before == sum(len(sliding_model.encode(p)) for p in prompts)
+
+
+def test_growing_layer_keeps_its_columns_through_growth_selection_and_trimming():
+    import torch
+
+    from synth.lm.kv import GrowingLayer
+
+    layer = GrowingLayer(reserve=1)
+    first = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).view(2, 1, 3, 2)
+    layer.update(first, -first)
+    for step in range(5):  # outgrows the reserved column
+        column = torch.full((2, 1, 1, 2), 100.0 + step)
+        keys, values = layer.update(column, -column)
+    assert layer.get_seq_length() == 8 and keys.shape == (2, 1, 8, 2)
+    assert torch.equal(keys[:, :, :3], first) and torch.equal(values[:, :, 3:], -keys[:, :, 3:])
+    layer.batch_select_indices(torch.tensor([1]))
+    layer.drop_leading(2)
+    assert layer.get_seq_length() == 6 and torch.equal(layer.keys[0, 0, 0], first[1, 0, 2])
+    keys, _ = layer.update(torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2))
+    assert keys.shape == (1, 1, 7, 2) and torch.equal(keys[0, 0, -2], torch.full((2,), 104.0))
 
 
 def test_stop_string_cuts_its_row_only(tiny_model):
@@ -108,20 +180,16 @@ def test_batched_choice_probabilities_equal_one_by_one(tiny_model):
 
 def test_scoring_after_generation_reuses_the_prompt_states(tiny_model):
     continuations = [prompt + " Verdict:" for prompt in PROMPTS[:6]]
-    tiny_model._prompt_states.clear()
+    tiny_model.prefix_store.clear()
     fresh = {choices: tiny_model.choice_probabilities(continuations, choices) for choices in (("a", "b"), ("ab", "ac"))}
     tiny_model.generate(PROMPTS[:6], [GenerationParams(max_new_tokens=3)] * 6)
-    assert len(tiny_model._prompt_states) == 6
-    calls = []
-    original = tiny_model._continue_remembered_prompt
-    tiny_model._continue_remembered_prompt = lambda *a: calls.append(a) or original(*a)
-    try:
-        for choices, expected in fresh.items():
-            reused = tiny_model.choice_probabilities(continuations, choices)
-            assert sum(reused, []) == pytest.approx(sum(expected, []), abs=1e-5)
-    finally:
-        del tiny_model._continue_remembered_prompt
-    assert len(calls) == 6 + 12
+    assert len(tiny_model.prefix_store) == 6
+    before = tiny_model.reused_tokens
+    for choices, expected in fresh.items():
+        reused = tiny_model.choice_probabilities(continuations, choices)
+        assert sum(reused, []) == pytest.approx(sum(expected, []), abs=1e-5)
+    # each scoring row started from its whole remembered prompt: once for ("a", "b"), twice for ("ab", "ac")
+    assert tiny_model.reused_tokens - before == 3 * sum(len(tiny_model.encode(p)) for p in PROMPTS[:6])
 
 
 @pytest.mark.timeout(120)
@@ -143,7 +211,24 @@ def test_sixteen_threads_each_get_their_own_answer(tiny_model):
                 assert answer == pytest.approx(tiny_model.choice_probabilities([prompt], ["a", "b"])[0], abs=1e-5)
             else:
                 assert answer == expected[prompt]
-        assert engine.batches_run < 32  # calls were really grouped
+        assert engine.prefills_run < 32  # calls were really grouped
+    finally:
+        engine.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_short_request_does_not_wait_for_a_long_one(tiny_model):
+    engine = BatchingEngine(tiny_model)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            long = pool.submit(engine.generate, [PROMPTS[0]], [GenerationParams(max_new_tokens=300)])
+            while engine.decode_steps < 5:
+                time.sleep(0.01)
+            short = engine.generate([PROMPTS[1]], [GenerationParams(max_new_tokens=3)])[0]
+            steps_when_short_done, long_done_then = engine.decode_steps, long.done()
+            assert long.result()[0].completion_tokens == 300
+        assert short.completion_tokens == 3 and not long_done_then
+        assert steps_when_short_done < 300  # it joined the running batch instead of queueing behind it
     finally:
         engine.close()
 

@@ -2,14 +2,15 @@
 
 DSPy runs a fit's judge calls on worker threads (``synth.parallel.run_concurrently``, which submits each job
 exactly once: DSPy's own ParallelExecutor re-submits calls slower than 120 s, which on a busy local model
-would run the same work twice). Each thread's call becomes a job on a bounded queue; one worker thread takes
-every job waiting (after a short gathering window), runs the generations as one left-padded batch and the
-verdict scorings as one padded forward, and hands each caller its own answer through a future.
+would run the same work twice). Each thread's call becomes a job on a bounded queue; one worker thread runs
+them with continuous batching: generation requests join a decoding batch as soon as it has room (their prompts
+prefilled together, starting from any prefix already computed), leave it the moment they finish, and verdict
+scorings run as padded batches between decoding steps. Each caller gets its own answer through a future.
 
-Micro-batching was chosen over transformers' continuous batching (``generate_batch``) by measurement on the
-shared 2-core CPU (packaged Gemma 270M, 4 real judge prompts of ~800 tokens, 4 new tokens each, greedy):
-micro-batching 53 s, ``generate_batch`` 86 s (``benchmarks/throughput.py --raw``). Micro-batching also keeps
-per-request temperature and seeded sampling, stop strings and the verdict scoring in one code path.
+Designs measured on the shared 2-core CPU (packaged Gemma 270M, real judge prompts; ``benchmarks/throughput.py``):
+transformers' ``generate_batch`` (86 s) lost to plain micro-batching (53 s) on 4 prompts; micro-batching in
+turn kept every row of a batch waiting for its longest reasoning, which continuous admission removes. This design
+keeps per-request temperature with seeded sampling, stop strings and the verdict scoring in one code path.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from synth.lm.local import EngineClosed, Generation, GenerationParams, LocalEngine, LocalModel
+from synth.lm.local import DecodeBatch, DecodeRow, EngineClosed, Generation, GenerationParams, LocalEngine, LocalModel
 
 log = logging.getLogger(__name__)
 
@@ -38,35 +39,29 @@ class _Job:
     future: Future = field(default_factory=Future)
 
     @property
-    def group(self) -> tuple:
-        """Jobs of one group run in one batched call on the model."""
-        return ("generate",) if self.params is not None else ("score", self.choices)
-
-    @property
     def identity(self) -> tuple:
-        """Identical requests in one batch are computed once (DSPy's cache only catches sequential repeats)."""
+        """Identical requests are computed once (DSPy's cache only catches sequential repeats)."""
         return (self.prompt, self.params, self.choices)
 
 
 class BatchingEngine(LocalEngine):
     """Same interface as :class:`LocalEngine`; concurrent calls are queued and run together by one worker.
 
-    ``max_pending`` bounds the queue (callers block when it is full); ``gather_seconds`` is how long the worker
-    waits for more jobs after the first one arrives, so threads that submit together share a batch.
-    ``close()`` stops the worker: the running batch is interrupted between decoding steps, and every pending
-    or running caller gets :class:`EngineClosed`.
+    ``max_pending`` bounds the queue (callers block when it is full); ``gather_seconds`` is how long an idle
+    worker waits for more jobs after the first one arrives, so threads that submit together share a prefill.
+    ``close()`` stops the worker: decoding is interrupted between steps, and every pending or running caller
+    gets :class:`EngineClosed`.
     """
 
-    def __init__(self, model: LocalModel, *, max_pending: int = 256, max_batch: int = 64,
-                 gather_seconds: float = 0.02):
+    def __init__(self, model: LocalModel, *, max_pending: int = 256, gather_seconds: float = 0.02):
         super().__init__(model)
-        self.max_batch = max_batch
         self.gather_seconds = gather_seconds
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._closed = threading.Event()
-        self._running: list[_Job] = []
-        self._running_lock = threading.Lock()
-        self.batches_run = 0
+        self._followers: dict[tuple, list[_Job]] = {}  # a generation's identity -> every job it answers
+        self._followers_lock = threading.Lock()
+        self.prefills_run = 0  # forward passes that read prompts (generation prefills and scorings)
+        self.decode_steps = 0
         self._worker = threading.Thread(target=self._work, name="synth-batching", daemon=True)
         self._worker.start()
 
@@ -90,7 +85,7 @@ class BatchingEngine(LocalEngine):
         self._closed.set()
         try:
             self._queue.put_nowait(_SHUTDOWN)
-        except queue.Full:  # the worker checks the closed flag between batches anyway
+        except queue.Full:  # the worker checks the closed flag between steps anyway
             pass
         if threading.current_thread() is not self._worker:
             self._worker.join(timeout)
@@ -110,76 +105,138 @@ class BatchingEngine(LocalEngine):
             return job
 
     def _work(self) -> None:
-        while not self._closed.is_set():
-            first = self._queue.get()
-            if first is _SHUTDOWN:
-                break
-            batch = [first] + self._gather()
-            with self._running_lock:
-                self._running = batch
-            try:
-                self._execute(batch)
-            except BaseException as error:  # never die silently: answer everyone, refuse new work, stop
-                log.exception("batching worker failed")
-                self._closed.set()
-                for job in batch:
-                    _resolve(job, error=error)
-                break
-            finally:
-                with self._running_lock:
-                    self._running = []
+        decoding = DecodeBatch(self.local_model, cancel=self._closed)
+        waiting: list[DecodeRow] = []
+        try:
+            while not self._closed.is_set():
+                jobs = self._take(block=not decoding and not waiting)
+                scorings = [job for job in jobs if job.choices is not None]
+                waiting += self._new_rows([job for job in jobs if job.params is not None])
+                self._score(scorings)
+                waiting = self._admit(decoding, waiting)
+                if decoding:
+                    self._finish(self._step(decoding))
+        except EngineClosed:
+            pass
+        except BaseException as error:  # never die silently: answer everyone, refuse new work, stop
+            log.exception("batching worker failed")
+            self._fail_followers(error)
+        self._closed.set()
+        self._fail_followers(EngineClosed("the batching engine was closed while this request ran"))
         self._fail_pending()
 
-    def _gather(self) -> list[_Job]:
-        """Jobs that arrive within the gathering window (and everything already waiting), up to max_batch."""
+    def _take(self, block: bool) -> list[_Job]:
+        """Every job waiting now; when idle, block for the first one and gather those arriving just after it."""
         jobs: list[_Job] = []
-        while len(jobs) < self.max_batch - 1:
+        timeout = None if block else 0.0
+        while True:
             try:
-                job = self._queue.get(timeout=self.gather_seconds)
+                job = self._queue.get(timeout=timeout) if timeout != 0.0 else self._queue.get_nowait()
             except queue.Empty:
-                break
+                return jobs
             if job is _SHUTDOWN:
-                self._closed.set()
-                break
-            jobs.append(job)
-        return jobs
-
-    def _execute(self, batch: list[_Job]) -> None:
-        self.batches_run += 1
-        groups: dict[tuple, list[_Job]] = {}
-        for job in batch:
+                raise EngineClosed("the batching engine was closed")
             if job.future.set_running_or_notify_cancel():
-                groups.setdefault(job.group, []).append(job)
-        for group, jobs in groups.items():
-            unique: dict[tuple, list[_Job]] = {}
-            for job in jobs:
-                unique.setdefault(job.identity, []).append(job)
-            representatives = [same[0] for same in unique.values()]
+                jobs.append(job)
+            if block:
+                timeout = self.gather_seconds
+
+    def _new_rows(self, jobs: list[_Job]) -> list[DecodeRow]:
+        """Rows for new generation requests; a request identical to one already in flight just follows it."""
+        rows = []
+        for job in jobs:
+            with self._followers_lock:
+                following = self._followers.get(job.identity)
+                if following is not None:
+                    following.append(job)
+                    continue
             try:
-                answers = self._run_group(group, representatives)
-            except EngineClosed as error:
-                for job in jobs:
-                    _resolve(job, error=error)
+                row = DecodeRow(job.prompt, self.local_model.encode(job.prompt), job.params, tag=job.identity)
+            except Exception as error:  # a prompt that cannot be encoded fails its own caller only
+                _resolve(job, error=error)
                 continue
+            with self._followers_lock:
+                self._followers[job.identity] = [job]
+            rows.append(row)
+        return rows
+
+    def _score(self, jobs: list[_Job]) -> None:
+        by_choices: dict[tuple[str, ...], dict[tuple, list[_Job]]] = {}
+        for job in jobs:
+            by_choices.setdefault(job.choices, {}).setdefault(job.identity, []).append(job)
+        for choices, same in by_choices.items():
+            prompts = [group[0].prompt for group in same.values()]
+            self.prefills_run += 1
+            try:
+                answers = [{"result": r} for r in self.local_model.choice_probabilities(prompts, choices)]
+            except EngineClosed:
+                raise
             except Exception:  # one bad request must not fail its batch-mates: retry one by one
-                answers = [self._run_alone(group, job) for job in representatives]
-            for same, answer in zip(unique.values(), answers, strict=True):
-                for job in same:
+                answers = [self._score_alone(prompt, choices) for prompt in prompts]
+            for group, answer in zip(same.values(), answers, strict=True):
+                for job in group:
                     _resolve(job, **answer)
 
-    def _run_group(self, group: tuple, jobs: list[_Job]) -> list[dict]:
-        prompts = [job.prompt for job in jobs]
-        if group[0] == "generate":
-            results = self.local_model.generate(prompts, [job.params for job in jobs], cancel=self._closed)
-        else:
-            results = self.local_model.choice_probabilities(prompts, group[1])
-        return [{"result": result} for result in results]
-
-    def _run_alone(self, group: tuple, job: _Job) -> dict:
+    def _score_alone(self, prompt: str, choices: tuple[str, ...]) -> dict:
         try:
-            return self._run_group(group, [job])[0]
+            return {"result": self.local_model.choice_probabilities([prompt], choices)[0]}
         except Exception as error:
             return {"error": error}
+
+    def _admit(self, decoding: DecodeBatch, waiting: list[DecodeRow]) -> list[DecodeRow]:
+        """Move waiting rows into the decoding batch while it has room; returns the rows still waiting."""
+        if not waiting:
+            return waiting
+        waiting = sorted(waiting, key=lambda row: len(row.ids))
+        room = self.local_model.batch_capacity(max(row.tokens_needed for row in decoding.rows + waiting[:1]))
+        room -= len(decoding)
+        if room <= 0:
+            return waiting
+        joining, waiting = waiting[:room], waiting[room:]
+        self.prefills_run += 1
+        try:
+            self._finish(decoding.admit(joining))
+        except EngineClosed:
+            raise
+        except Exception:  # find the row that fails; the others join one by one
+            for row in joining:
+                try:
+                    self._finish(decoding.admit([row]))
+                except EngineClosed:
+                    raise
+                except Exception as error:
+                    self._answer(row.tag, error=error)
+        return waiting
+
+    def _step(self, decoding: DecodeBatch) -> list[DecodeRow]:
+        self.decode_steps += 1
+        try:
+            return decoding.step()
+        except EngineClosed:
+            raise
+        except Exception as error:  # a failed step loses the batch's states: its rows fail, the engine goes on
+            log.exception("decoding step failed")
+            for row in decoding.rows:
+                self._answer(row.tag, error=error)
+            decoding.clear()
+            return []
+
+    def _finish(self, rows: list[DecodeRow]) -> None:
+        for row in rows:
+            self._answer(row.tag, result=row.result(self.local_model.tokenizer))
+
+    def _answer(self, identity: tuple, result=None, error: BaseException | None = None) -> None:
+        with self._followers_lock:
+            jobs = self._followers.pop(identity, [])
+        for job in jobs:
+            _resolve(job, result=result, error=error)
+
+    def _fail_followers(self, error: BaseException) -> None:
+        with self._followers_lock:
+            groups, self._followers = list(self._followers.values()), {}
+        for jobs in groups:
+            for job in jobs:
+                _resolve(job, error=error)
 
     def _fail_pending(self) -> None:
         while True:
@@ -190,9 +247,7 @@ class BatchingEngine(LocalEngine):
             if job is not _SHUTDOWN:
                 _resolve(job, error=EngineClosed("the batching engine was closed before this request ran"))
         if not self._worker.is_alive():
-            with self._running_lock:
-                for job in self._running:
-                    _resolve(job, error=EngineClosed("the batching engine was closed while this request ran"))
+            self._fail_followers(EngineClosed("the batching engine was closed while this request ran"))
 
 
 def _resolve(job: _Job, result=None, error: BaseException | None = None) -> None:
