@@ -42,29 +42,47 @@ def as_official_row(pair: PreferencePair) -> dict:
             "rejected": {"role": "assistant", "content": pair.rejected.content}}
 
 
-def official_accuracy(model, validation: list[PreferencePair]) -> float:
-    scores = []
+def official_accuracy(model, validation: list[PreferencePair]) -> tuple[float, int]:
+    """Accuracy over both orderings, and how many answers could not be parsed (scored as wrong)."""
+    scores, unparsed = [], 0
     for pair in validation:
         row = as_official_row(pair)
         for chosen_first, wanted in ((True, "First"), (False, "Second")):
             a, b = (row["chosen"], row["rejected"]) if chosen_first else (row["rejected"], row["chosen"])
-            preference = model.predict_pairwise(row["context"], a, b).preference
+            try:
+                preference = model.predict_pairwise(row["context"], a, b).preference
+            except Exception:  # the official judge has no fallback: an unparseable answer is no verdict
+                unparsed += 1
+                preference = None
             scores.append(0.5 if preference == "Tie" else float(preference == wanted))
-    return sum(scores) / len(scores)
+    return sum(scores) / len(scores), unparsed
+
+
+def our_accuracy(fitted: SynthesizeMe, validation: list[PreferencePair]) -> tuple[float, int]:
+    """Accuracy over both orderings, and how many verdicts were fallbacks (our judge always answers)."""
+    report = fitted.evaluate(validation)
+    return report.accuracy, report.verdict_fallbacks
 
 
 def measure(name: str, lm: dspy.LM, fit, score) -> dict:
     meter = Meter(lm.engine)
     history_before = len(lm.history)
     started = time.perf_counter()
-    with dspy.context(lm=lm):
-        fitted = fit()
+    error = None
+    # The official library's optimizers stop after dspy's max_errors (10) failed calls; lifted so that a model whose
+    # answers it cannot parse still completes a fit (failed calls then count as wrong, as its optimizer scores them).
+    with dspy.context(lm=lm, max_errors=1_000_000):
+        try:
+            fitted = fit()
+        except Exception as failure:  # reported in the table, not hidden
+            fitted, error = None, f"{type(failure).__name__}: {str(failure)[:80]}"
     seconds = time.perf_counter() - started
     usage = {"name": name, "seconds": seconds, "dspy_calls": len(lm.history) - history_before,
              "generations": meter.calls, "scorings": meter.scorings, "prompt_tokens": meter.prompt_tokens,
-             "completion_tokens": meter.completion_tokens}
-    with dspy.context(lm=lm):
-        usage["val_accuracy"] = score(fitted)
+             "completion_tokens": meter.completion_tokens, "error": error}
+    if fitted is not None:
+        with dspy.context(lm=lm):
+            usage["val_accuracy"], usage["unparsed"] = score(fitted)
     del lm.engine.generate, lm.engine.choice_probabilities  # drop this run's meter
     return usage
 
@@ -74,6 +92,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--settings", default="quick,default")
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=512,
+                        help="the shared LM's max_tokens (ours sets its own per call; the official uses this)")
     args = parser.parse_args()
 
     from synthesizeme.personalrm.synthesizeme import SynthesizeMe as OfficialSynthesizeMe
@@ -81,7 +101,7 @@ def main() -> None:
     pairs = load_pairs(ASSETS / "example_pairs.jsonl")[: args.pairs]
     cut = len(pairs) - max(1, round(0.3 * len(pairs)))
     train, validation = pairs[:cut], pairs[cut:]
-    lm = build_lm("offline", cache=False)
+    lm = build_lm("offline", cache=False, max_tokens=args.max_tokens)
     engine = type(lm.engine).__name__
     print(f"{len(train)} train / {len(validation)} validation pairs, engine {engine}, {args.threads} threads, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} shared CPUs")
@@ -91,7 +111,7 @@ def main() -> None:
         quick = setting == "quick"
         ours = SynthesizeMe(lm=lm, quick=quick, num_threads=args.threads)
         rows.append(measure(f"ours ({setting})", lm, lambda: ours.fit(train, val_pairs=validation),
-                            lambda fitted: fitted.evaluate(validation).accuracy))
+                            lambda fitted: our_accuracy(fitted, validation)))
         print_table(rows)
         official_options = dict(num_search_candidates=3, max_labeled_demos=2) if quick else {}
         official = OfficialSynthesizeMe(lm=lm, num_workers=args.threads, seed=0, **official_options)
@@ -104,15 +124,17 @@ def main() -> None:
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'run':<30}{'wall s':>9}{'dspy calls':>12}{'generations':>13}{'scorings':>10}{'prompt tok':>12}"
-          f"{'compl tok':>11}{'val acc':>9}")
+          f"{'compl tok':>11}{'val acc':>9}{'no verdict':>12}")
     for row in rows:
+        outcome = (f"{row['val_accuracy']:>9.2f}{row['unparsed']:>12}" if row["error"] is None
+                   else f"  failed: {row['error']}")
         print(f"{row['name']:<30}{row['seconds']:>9.1f}{row['dspy_calls']:>12}{row['generations']:>13}"
-              f"{row['scorings']:>10}{row['prompt_tokens']:>12}{row['completion_tokens']:>11}"
-              f"{row['val_accuracy']:>9.2f}")
+              f"{row['scorings']:>10}{row['prompt_tokens']:>12}{row['completion_tokens']:>11}{outcome}")
     for ours, theirs in zip(rows[::2], rows[1::2], strict=False):
         print(f"{theirs['name']} / {ours['name']}: wall {theirs['seconds'] / ours['seconds']:.2f}x, prompt tokens "
               f"{theirs['prompt_tokens'] / max(1, ours['prompt_tokens']):.2f}x, completion tokens "
               f"{theirs['completion_tokens'] / max(1, ours['completion_tokens']):.2f}x")
+    print("no verdict: validation answers with no parseable preference (ours: fallbacks; official: parse errors)")
     print(f"load average now {os.getloadavg()[0]:.1f} (shared CPUs: timings are noisy)")
 
 

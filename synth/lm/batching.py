@@ -135,7 +135,10 @@ class BatchingEngine(LocalEngine):
             except queue.Empty:
                 return jobs
             if job is _SHUTDOWN:
-                raise EngineClosed("the batching engine was closed")
+                closed = EngineClosed("the batching engine was closed before this request ran")
+                for taken in jobs:
+                    _resolve(taken, error=closed)
+                raise closed
             if job.future.set_running_or_notify_cancel():
                 jobs.append(job)
             if block:
@@ -185,12 +188,9 @@ class BatchingEngine(LocalEngine):
 
     def _admit(self, decoding: DecodeBatch, waiting: list[DecodeRow]) -> list[DecodeRow]:
         """Move waiting rows into the decoding batch while it has room; returns the rows still waiting."""
-        if not waiting:
-            return waiting
         waiting = sorted(waiting, key=lambda row: len(row.ids))
-        room = self.local_model.batch_capacity(max(row.tokens_needed for row in decoding.rows + waiting[:1]))
-        room -= len(decoding)
-        if room <= 0:
+        room = decoding.room(waiting)
+        if not room:
             return waiting
         joining, waiting = waiting[:room], waiting[room:]
         self.prefills_run += 1

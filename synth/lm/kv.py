@@ -1,9 +1,9 @@
 """Key/value states for the local engine: a batch cache that grows in place, and a store of computed prefixes.
 
-Every layer keeps every column, sliding-window layers included: the model's sliding-window mask still limits what
-each query attends to, and with whole prefixes on hand rows can start from any remembered prefix. Rows are always
-left-padded (pads only before a row's first token), so column distances equal position distances and the
-sliding-window mask stays exact.
+Every layer stores every column, sliding-window layers included, so any remembered prefix can seed a row; a
+sliding-window layer shows attention only its last ``window - 1`` columns plus the new ones, as transformers'
+own sliding cache does. Rows are always left-padded (pads only before a row's first token), so column distances
+equal position distances and the sliding-window mask stays exact.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
 LayerStates = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each [1, kv_heads, tokens, dim]
 
@@ -26,9 +26,11 @@ class GrowingLayer(DynamicLayer):
     the new column in place and doubles the buffer only when it is full.
     """
 
-    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None, length: int = 0,
-                 reserve: int = 0):
+    def __init__(self, window: int | None = None, keys: torch.Tensor | None = None,
+                 values: torch.Tensor | None = None, length: int = 0, reserve: int = 0):
         super().__init__()
+        self.window = window  # a sliding-window layer's span; None for full attention
+        self.is_sliding = window is not None
         self.length = length
         self.reserve = reserve  # extra columns to allocate when the first states arrive
         if keys is not None:
@@ -54,7 +56,16 @@ class GrowingLayer(DynamicLayer):
         self._value_buffer[..., self.length: needed, :] = value_states
         self.length = needed
         self._set_buffers(self._key_buffer, self._value_buffer)
-        return self.keys, self.values
+        if self.window is None:
+            return self.keys, self.values
+        visible = self.window - 1 + key_states.shape[-2]
+        return self.keys[..., -visible:, :], self.values[..., -visible:, :]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """Columns attention sees (and the first one's index): everything, or a sliding window's tail."""
+        if self.window is None:
+            return self.length + query_length, 0
+        return min(self.length, self.window - 1) + query_length, max(self.length - self.window + 1, 0)
 
     def _grow(self, columns: int) -> None:
         def wider(buffer: torch.Tensor) -> torch.Tensor:
@@ -76,22 +87,30 @@ class GrowingLayer(DynamicLayer):
         self._set_buffers(self._key_buffer[..., columns:, :], self._value_buffer[..., columns:, :])
 
 
-def layer_count(config) -> int:
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return config.num_hidden_layers
+def layer_windows(config) -> list[int | None]:
+    """Each layer's sliding window (None: full attention), as transformers reads it from the config."""
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    layer_types, layer_kwargs = get_layer_types_and_kwargs(config)
+    windows = []
+    for layer_type, kwargs in zip(layer_types, layer_kwargs, strict=True):
+        if layer_type not in ("full_attention", "sliding_attention"):
+            raise ValueError(f"the local engine runs full and sliding-window attention; this model has "
+                             f"{layer_type!r} layers")
+        windows.append(kwargs.get("sliding_window") if layer_type == "sliding_attention" else None)
+    return windows
 
 
-def empty_cache(layers: int, reserve: int) -> Cache:
-    return Cache(layers=[GrowingLayer(reserve=reserve) for _ in range(layers)])
+def empty_cache(windows: Sequence[int | None], reserve: int) -> Cache:
+    return Cache(layers=[GrowingLayer(window, reserve=reserve) for window in windows])
 
 
 def cache_from_prefixes(prefixes: Sequence[LayerStates | None], tokens: Sequence[int], width: int,
-                        spare: int) -> Cache:
+                        spare: int, windows: Sequence[int | None]) -> Cache:
     """A cache of ``width`` columns whose row ``r`` ends with the first ``tokens[r]`` positions of
     ``prefixes[r]`` (right-aligned, zeros before it: the padding), with room for ``spare`` more columns."""
     template = next(states for states in prefixes if states is not None)
     layers = []
-    for index, (keys, values) in enumerate(template):
+    for index, ((keys, values), window) in enumerate(zip(template, windows, strict=True)):
         buffers = []
         for part, reference in ((0, keys), (1, values)):
             buffer = reference.new_zeros((len(prefixes), reference.shape[1], width + spare, reference.shape[-1]))
@@ -99,7 +118,7 @@ def cache_from_prefixes(prefixes: Sequence[LayerStates | None], tokens: Sequence
                 if count:
                     buffer[row, :, width - count: width] = states[index][part][0, :, :count]
             buffers.append(buffer)
-        layers.append(GrowingLayer(*buffers, length=width))
+        layers.append(GrowingLayer(window, *buffers, length=width))
     return Cache(layers=layers)
 
 
@@ -115,7 +134,7 @@ def merge_caches(first: Cache, second: Cache, spare: int) -> Cache:
             buffer[: part_a.shape[0], :, width - part_a.shape[-2]: width] = part_a
             buffer[part_a.shape[0]:, :, width - part_b.shape[-2]: width] = part_b
             buffers.append(buffer)
-        layers.append(GrowingLayer(*buffers, length=width))
+        layers.append(GrowingLayer(a.window, *buffers, length=width))
     return Cache(layers=layers)
 
 

@@ -275,8 +275,8 @@ class LocalModel:
         waiting = sorted(rows, key=lambda row: len(row.ids))  # similar lengths join together: little padding
         batch = DecodeBatch(self, cancel)
         while waiting or batch:
-            room = self.batch_capacity(max(row.tokens_needed for row in batch.rows + waiting[:1])) - len(batch)
-            if waiting and room > 0:
+            room = batch.room(waiting)
+            if room:
                 joining, waiting = waiting[:room], waiting[room:]
                 finished = batch.admit(joining)
             else:
@@ -335,10 +335,11 @@ class LocalModel:
         reused = [max(0, len(ids) - fresh) for ids in sequences]
         self.reused_tokens += sum(reused)
         self.computed_tokens += sum(len(ids) for ids in sequences) - sum(reused)
+        windows = kv.layer_windows(self.model.config)
         if cached:
-            cache = kv.cache_from_prefixes([states for _, states in known], reused, cached, fresh + spare)
+            cache = kv.cache_from_prefixes([states for _, states in known], reused, cached, fresh + spare, windows)
         else:
-            cache = kv.empty_cache(kv.layer_count(self.model.config), spare)
+            cache = kv.empty_cache(windows, spare)
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids[:, cached:], attention_mask=mask,
                                 position_ids=positions[:, cached:], past_key_values=cache, use_cache=True,
@@ -426,6 +427,18 @@ class DecodeBatch:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def room(self, waiting: Sequence[DecodeRow]) -> int:
+        """How many of the first ``waiting`` rows may join now: rows fit while the batch stays within the model's
+        batch capacity for its longest row."""
+        longest = max((row.tokens_needed for row in self.rows), default=0)
+        count = 0
+        for row in waiting:
+            longest = max(longest, row.tokens_needed)
+            if len(self.rows) + count + 1 > self.model.batch_capacity(longest):
+                break
+            count += 1
+        return count
 
     def admit(self, rows: Sequence[DecodeRow]) -> list[DecodeRow]:
         """Prefill ``rows`` and add them to the batch; returns the rows that are already done (no new tokens)."""
