@@ -150,7 +150,6 @@ class LocalModel:
         return self._model is not None
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = pick_device(self.device_request)
