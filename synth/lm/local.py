@@ -321,13 +321,8 @@ class LocalModel:
         from synth.lm import kv
 
         store = self.prefix_store
+        self.remember_shared_prefix(sequences, keep)
         known = [store.longest_prefix(ids, len(ids) - keep) for ids in sequences]
-        shared = len(_common_prefix(sequences)) if len(sequences) > 1 else 0
-        shared = min(shared, min(len(ids) for ids in sequences) - keep)
-        if shared >= MIN_SHARED_PREFIX and any(length < shared for length, _ in known):
-            self.prefill([sequences[0][:shared]], remember=True)
-            _, states = store.longest_prefix(sequences[0], shared)
-            known = [(shared, states) if length < shared else (length, prior) for length, prior in known]
         input_ids, mask, positions = self._padded(sequences)
         fresh = max(keep, max(len(ids) - length for ids, (length, _) in zip(sequences, known)))
         cached = input_ids.shape[1] - fresh
@@ -348,6 +343,21 @@ class LocalModel:
                 for row, ids in enumerate(sequences):
                     store.put(ids, kv.row_states(cache, row, width - len(ids)))
         return Prefilled(logits=logits, cache=cache, mask=mask, next_positions=positions[:, -1] + 1)
+
+    def remember_shared_prefix(self, sequences: Sequence[list[int]], keep: int = 1) -> None:
+        """Compute and store the prefix all ``sequences`` share (leaving each at least ``keep`` tokens), unless
+        it is short or already stored; rows prefilled later, in any grouping, then start from it."""
+        if len(sequences) < 2:
+            return
+        shared = min(len(_common_prefix(sequences)), min(len(ids) for ids in sequences) - keep)
+        if shared >= MIN_SHARED_PREFIX and self.prefix_store.longest_prefix(sequences[0], shared)[0] < shared:
+            self.prefill([sequences[0][:shared]], remember=True)
+
+    @property
+    def prefill_rows(self) -> int:
+        """Rows per prefill pass. On CPU small groups are faster (16 rows of ~750 tokens: 11.5 s in one pass,
+        8.7 s in passes of 4, 10.1 s in passes of 2); on a GPU one pass takes the whole batch."""
+        return CPU_PREFILL_ROWS if self.device == "cpu" else GPU_BATCH_CAP
 
     def choice_probabilities(self, prompts: Sequence[str], choices: Sequence[str]) -> list[list[float]]:
         """P(choice | prompt) renormalised over the choices, for each prompt, in padded batches.
@@ -371,7 +381,8 @@ class LocalModel:
         sequences = [encoded[prompt] + list(tail) for prompt, tail in rows]
         scores = [None] * len(rows)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        capacity = self.batch_capacity(max(len(s) for s in sequences))
+        capacity = min(self.prefill_rows, self.batch_capacity(max(len(s) for s in sequences)))
+        self.remember_shared_prefix(sequences, keep)
         for start in range(0, len(order), capacity):
             chunk = order[start: start + capacity]
             logp = torch.log_softmax(self.prefill([sequences[i] for i in chunk], keep=keep).logits.float(), -1)
@@ -440,11 +451,8 @@ class DecodeBatch:
         return count
 
     def admit(self, rows: Sequence[DecodeRow]) -> list[DecodeRow]:
-        """Prefill ``rows`` and add them to the batch; returns the rows that are already done (no new tokens)."""
-        import torch
-
-        from synth.lm.kv import merge_caches
-
+        """Prefill ``rows`` (their shared prefix once, then groups of :attr:`LocalModel.prefill_rows`) and add them
+        to the batch; returns the rows that are already done (no new tokens)."""
         if self._eos is None:
             self._eos = set(_as_list(self.model.model.generation_config.eos_token_id)
                             or _as_list(self.model.tokenizer.eos_token_id))
@@ -453,7 +461,18 @@ class DecodeBatch:
         if not rows:
             return done
         spare = max(row.params.max_new_tokens for row in rows + self.rows)
-        filled = self.model.prefill([row.ids for row in rows], remember=True, spare=spare)
+        self.model.remember_shared_prefix([row.ids for row in rows])
+        step = self.model.prefill_rows
+        for start in range(0, len(rows), step):
+            joining = rows[start: start + step]
+            self._join(joining, self.model.prefill([row.ids for row in joining], remember=True, spare=spare), spare)
+        return done
+
+    def _join(self, rows: Sequence[DecodeRow], filled: Prefilled, spare: int) -> None:
+        import torch
+
+        from synth.lm.kv import merge_caches
+
         logits = filled.logits[:, -1]
         if self.rows:
             width = max(self._mask.shape[1], filled.mask.shape[1])
@@ -470,7 +489,6 @@ class DecodeBatch:
                                 for row in rows)
         self._stoppers.extend(StopOnText(tokenizer, row.params.stop, 0) if row.params.stop else None
                               for row in rows)
-        return done
 
     def step(self) -> list[DecodeRow]:
         """Pick every row's next token; finished rows leave; the rest run one forward step. Returns the finished."""
@@ -549,6 +567,7 @@ def _tail_score(logp, tail: tuple[int, ...], keep: int, choice_ids: Sequence[lis
 
 
 CPU_BATCH_CAP = 16
+CPU_PREFILL_ROWS = 4
 GPU_BATCH_CAP = 128
 GPU_MEMORY_FRACTION = 0.8
 MIN_SHARED_PREFIX = 32  # tokens; a shorter common prefix is not worth a separate forward pass
