@@ -157,7 +157,8 @@ def print_table(rows: list[dict]) -> None:
               f"{row['scorings']:>10}{row['prompt_tokens']:>12}{row['completion_tokens']:>11}{outcome}")
     for ours, theirs in zip(rows[::2], rows[1::2], strict=False):
         at_least = "" if theirs["finished"] else "at least "
-        print(f"{theirs['name']} / {ours['name']}: wall {at_least}{theirs['seconds'] / ours['seconds']:.2f}x, prompt tokens "
+        print(f"{theirs['name']} / {ours['name']}: wall {at_least}{theirs['seconds'] / ours['seconds']:.2f}x, "
+              f"prompt tokens "
               f"{theirs['prompt_tokens'] / max(1, ours['prompt_tokens']):.2f}x, completion tokens "
               f"{theirs['completion_tokens'] / max(1, ours['completion_tokens']):.2f}x")
     print("no verdict: validation answers with no parseable preference (ours: fallbacks; official: parse errors)")

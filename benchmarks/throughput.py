@@ -162,8 +162,9 @@ def main() -> None:
 
     load_started = time.perf_counter()
     model = LocalModel(packaged_model_path(), dtype=args.dtype).load()
-    print(f"model {model.display_name} on {model.device} in {model.model.dtype}, loaded in {time.perf_counter() - load_started:.1f}s, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"model {model.display_name} on {model.device} in {model.model.dtype}, "
+          f"loaded in {time.perf_counter() - load_started:.1f}s, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
     cases = judge_cases(args.prompts)
     judge = make_judge(args.demos, args.max_tokens)
     prefill_counts = []

@@ -109,7 +109,8 @@ class _PairwiseEstimator(abc.ABC):
 
     def get_llm_judge_prompt(self, context=None, completion_a: str | None = None,
                              completion_b: str | None = None) -> list[dict[str, str]]:
-        """Portable chat messages (system, demo turns, the pair) for any chat LLM; {conversation}-style slots if no pair given."""
+        """Portable chat messages (system, demo turns, the pair) for any chat LLM; with no pair given, the pair's
+        fields are ``{conversation}``-style slots."""
         program = self._program()
         inputs = dict(PLACEHOLDERS)
         if context is not None and completion_a is not None and completion_b is not None:

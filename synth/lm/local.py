@@ -103,7 +103,8 @@ class LocalModel:
         self._tokenizer = None
         self.device = "unloaded"
         self.load_seconds: float | None = None
-        self._prefix_store = None
+        self._prefix_store = None  # made at load, with the layer windows: both are on every prefill's path
+        self._layer_windows: list[int | None] = []
         self.reused_tokens = 0  # prompt tokens taken from computed prefixes instead of run again
         self.computed_tokens = 0  # prompt tokens run through the model
 
@@ -152,6 +153,8 @@ class LocalModel:
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from synth.lm import kv
+
         self.device = pick_device(self.device_request)
         dtype = pick_dtype(self.device, self.dtype_request)
         directory = self.source
@@ -175,6 +178,8 @@ class LocalModel:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        self._layer_windows = kv.layer_windows(model.config)
+        self._prefix_store = kv.PrefixStore(PREFIX_STORE_BYTES)
         self._tokenizer, self._model = tokenizer, model
 
     def _convert_gguf(self, target: Path) -> None:
@@ -287,12 +292,7 @@ class LocalModel:
     @property
     def prefix_store(self):
         """Computed prompt prefixes, shared by every batch (see ``synth.lm.kv``)."""
-        from synth.lm.kv import PrefixStore
-
-        with self._lock:
-            if self._prefix_store is None:
-                self._prefix_store = PrefixStore(PREFIX_STORE_BYTES)
-        return self._prefix_store
+        return self.load()._prefix_store
 
     def _padded(self, sequences: Sequence[list[int]]):
         """Left-padded ids, attention mask and position ids (positions count real tokens only)."""
@@ -329,11 +329,11 @@ class LocalModel:
         reused = [max(0, len(ids) - fresh) for ids in sequences]
         self.reused_tokens += sum(reused)
         self.computed_tokens += sum(len(ids) for ids in sequences) - sum(reused)
-        windows = kv.layer_windows(self.model.config)
         if cached:
-            cache = kv.cache_from_prefixes([states for _, states in known], reused, cached, fresh + spare, windows)
+            cache = kv.cache_from_prefixes([states for _, states in known], reused, cached, fresh + spare,
+                                           self._layer_windows)
         else:
-            cache = kv.empty_cache(windows, spare)
+            cache = kv.empty_cache(self._layer_windows, spare)
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids[:, cached:], attention_mask=mask,
                                 position_ids=positions[:, cached:], past_key_values=cache, use_cache=True,
