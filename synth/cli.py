@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-demos", type=int, default=4)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--theta", help="persona-writing program (Θ) file; default: the bundled one")
-    fit.add_argument("--threads", type=int, default=16, help="concurrent LM calls")
+    fit.add_argument("--threads", type=int, help="concurrent LM calls (default: 128 for a local model on a GPU, "
+                     "else 16)")
     fit.add_argument("--quiet", action="store_true", help="no per-trace lines")
     _add_model_options(fit)
     fit.set_defaults(func=cmd_fit)

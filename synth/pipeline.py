@@ -20,7 +20,7 @@ import dspy
 from synth.data import PreferencePair, Turn, atomic_write_text, split_train_validation
 from synth.events import DemosChosen, Event, EventCallback, FitFinished, Stage
 from synth.judge import PairwiseJudge, judgment_of
-from synth.lm import build_lm, configure_cache
+from synth.lm import build_lm, configure_cache, fit_threads
 from synth.metrics import Accuracy, accuracy_with_interval
 from synth.signatures import PERSONA_HEADER, VERDICTS, TolerantChatAdapter
 from synth.steps import (BOOTSTRAPPED, Candidate, StepRunner, StepSettings, Trace, judge_inputs, score_pairs)
@@ -61,7 +61,7 @@ class _PairwiseEstimator(abc.ABC):
     """Shared prediction and evaluation over a judge program (persona + demos, or neither)."""
 
     def __init__(self, lm: dspy.BaseLM | None = None, reasoning_tokens: int = 256, max_turn_chars: int = 2000,
-                 num_threads: int = 16, seed: int = 0, cache_dir: str | None = None):
+                 num_threads: int | None = None, seed: int = 0, cache_dir: str | None = None):
         self.lm = lm
         self.reasoning_tokens = reasoning_tokens
         self.max_turn_chars = max_turn_chars
@@ -81,6 +81,10 @@ class _PairwiseEstimator(abc.ABC):
         if self.lm is None:
             self.lm = build_lm()
         return self.lm
+
+    def _threads(self) -> int:
+        """Concurrent LM calls: ``num_threads``, or by default what suits the LM (see ``synth.lm.fit_threads``)."""
+        return self.num_threads or fit_threads(self._lm())
 
     def _judge_both_orders(self, pair: PreferencePair):
         program = self._program()
@@ -103,7 +107,7 @@ class _PairwiseEstimator(abc.ABC):
     def evaluate(self, test_pairs: Sequence[PreferencePair], n_resamples: int = 1000) -> Accuracy:
         """Accuracy on held-out pairs in both orderings, with a 95% bootstrap interval over pairs."""
         with self._context():
-            scores = score_pairs(self._program(), test_pairs, self.max_turn_chars, self.num_threads)
+            scores = score_pairs(self._program(), test_pairs, self.max_turn_chars, self._threads())
         return accuracy_with_interval([s.score for s in scores], n_resamples=n_resamples, seed=self.seed,
                                       verdict_fallbacks=sum(s.verdict_fallbacks for s in scores))
 
@@ -139,7 +143,8 @@ class SynthesizeMe(_PairwiseEstimator):
 
     def __init__(self, lm: dspy.BaseLM | None = None, num_candidates: int = 10, max_demos: int = 4, seed: int = 0,
                  theta: str | Path | None = None, validation_fraction: float = 0.3, reasoning_tokens: int = 256,
-                 persona_tokens: int = 320, max_turn_chars: int = 2000, num_threads: int = 16, quick: bool = False,
+                 persona_tokens: int = 320, max_turn_chars: int = 2000, num_threads: int | None = None,
+                 quick: bool = False,
                  cache_dir: str | None = None):
         settings = dict(num_candidates=num_candidates, max_demos=max_demos, reasoning_tokens=reasoning_tokens,
                         persona_tokens=persona_tokens)
@@ -194,7 +199,7 @@ class SynthesizeMe(_PairwiseEstimator):
     def _settings(self) -> StepSettings:
         return StepSettings(num_candidates=self.num_candidates, max_demos=self.max_demos,
                             reasoning_tokens=self.reasoning_tokens, persona_tokens=self.persona_tokens,
-                            max_turn_chars=self.max_turn_chars, num_threads=self.num_threads, seed=self.seed)
+                            max_turn_chars=self.max_turn_chars, num_threads=self._threads(), seed=self.seed)
 
     def _fit(self, pairs, val_pairs, emit: EventCallback, cancel: threading.Event) -> None:
         pairs = list(pairs)

@@ -17,18 +17,22 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from synth.lm import gpu_task, make_engine  # noqa: E402
+from synth.lm import fit_threads, gpu_task, make_engine  # noqa: E402
 from synth.lm import local as local_module  # noqa: E402
 from synth.lm.batching import BatchingEngine  # noqa: E402
 from synth.lm.local import (  # noqa: E402
     CPU_BATCH_CAP,
+    GPU_BATCH_CAP,
     EngineClosed,
     GenerationParams,
     LocalEngine,
     LocalModel,
+    StopOnText,
     kv_bytes_per_token,
 )
 
+# The tiny models run on CPU unless SYNTH_TEST_DEVICE names another device (a GPU check of the engine: fp32 there too).
+TEST_DEVICE = os.environ.get("SYNTH_TEST_DEVICE", "cpu")
 PROMPTS = [f"User: question {i} {'abc' * (i % 5)}?\n\nAssistant:" for i in range(16)]
 
 
@@ -62,20 +66,21 @@ def build_tiny_model(directory, sliding_window: int | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> LocalModel:
-    return LocalModel(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")), device="cpu", dtype="float32").load()
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    return LocalModel(build_tiny_model(directory), device=TEST_DEVICE, dtype="float32").load()
 
 
 @pytest.fixture(scope="module")
 def sliding_model(tmp_path_factory) -> LocalModel:
     directory = tmp_path_factory.mktemp("tiny-gemma")
-    return LocalModel(build_tiny_model(directory, sliding_window=8), device="cpu", dtype="float32").load()
+    return LocalModel(build_tiny_model(directory, sliding_window=8), device=TEST_DEVICE, dtype="float32").load()
 
 
 def reference_greedy(model: LocalModel, prompt: str, max_new_tokens: int) -> str:
     """One prompt through transformers' own generate: the semantics the batched path must keep."""
     import torch
 
-    ids = torch.tensor([model.encode(prompt)])
+    ids = torch.tensor([model.encode(prompt)], device=model.model.device)
     output = model.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                   max_new_tokens=max_new_tokens, pad_token_id=model.tokenizer.pad_token_id,
                                   temperature=None, top_p=None, top_k=None)
@@ -99,6 +104,7 @@ def test_rows_join_as_others_finish_and_equal_the_reference(model_name, request,
     shared instructions; on a sliding-window model the prompts are longer than the window."""
     model = request.getfixturevalue(model_name)
     monkeypatch.setattr(local_module, "CPU_BATCH_CAP", 3)
+    monkeypatch.setattr(local_module, "GPU_BATCH_CAP", 3)
     prompts = [SHARED + prompt for prompt in PROMPTS[:10]]
     lengths = [2 + (i * 7) % 13 for i in range(10)]
     results = model.generate(prompts, [GenerationParams(max_new_tokens=n) for n in lengths])
@@ -167,6 +173,26 @@ def test_stop_string_cuts_its_row_only(tiny_model):
     assert stopped[0].finish_reason == "stop"
     assert stopped[0].completion_tokens < free[0].completion_tokens
     assert stopped[1] == free[1]
+
+
+def test_stop_check_decodes_the_tail_only_after_a_token_that_can_end_a_stop(tiny_model, monkeypatch):
+    tokenizer = tiny_model.tokenizer
+    pieces, tails = [], []
+    decode = tokenizer.decode
+
+    def recording_decode(ids, **kwargs):
+        text = decode(ids, **kwargs)
+        (tails if kwargs.get("skip_special_tokens") else pieces).append(text)
+        return text
+
+    monkeypatch.setattr(tokenizer, "decode", recording_decode)
+    checker = StopOnText(tokenizer, ("xyz",))
+    ids = tokenizer("zazbxyzq", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 8
+    answers = [checker(ids[: end + 1]) for end in range(len(ids))]
+    assert answers == [False] * 6 + [True, False]  # asked after each token: "xyz" completes at the 7th
+    assert tails == ["z", "zaz", "zazbxyz"]  # the tail is decoded only after a "z"
+    assert sorted(pieces) == sorted("zabxyq")  # each token's own text once
 
 
 def test_sampling_is_seeded_per_request_whatever_the_batch(tiny_model):
@@ -312,9 +338,22 @@ def test_make_engine_batches_unless_disabled(tiny_model, monkeypatch):
 def test_batch_capacity_on_cpu_and_kv_size(tiny_model):
     import torch
 
-    assert tiny_model.batch_capacity(10_000) == CPU_BATCH_CAP
+    if TEST_DEVICE == "cuda":  # bounded by free memory, then by the cap
+        assert 1 <= tiny_model.batch_capacity(10_000) <= GPU_BATCH_CAP
+    else:
+        assert tiny_model.batch_capacity(10_000) == CPU_BATCH_CAP
     # 2 layers x (key + value) x 2 kv heads x head_dim 16 x 4 bytes
     assert kv_bytes_per_token(tiny_model.model.config, torch.float32) == 2 * 2 * 2 * 16 * 4
+
+
+def test_fits_keep_a_whole_stage_in_flight_only_on_a_gpu(tiny_model):
+    def lm_over(model):
+        return types.SimpleNamespace(engine=types.SimpleNamespace(local_model=model))
+
+    assert fit_threads(types.SimpleNamespace(model="openai/gpt-4o-mini")) == 16  # remote: no engine
+    assert fit_threads(lm_over(tiny_model)) == (GPU_BATCH_CAP if TEST_DEVICE == "cuda" else 16)
+    not_loaded_yet = types.SimpleNamespace(is_loaded=False, device_request="cuda")
+    assert fit_threads(lm_over(not_loaded_yet)) == GPU_BATCH_CAP
 
 
 def test_load_in_background_resolves_to_the_model(tmp_path):

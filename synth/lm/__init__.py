@@ -20,11 +20,12 @@ import dspy
 
 from synth.lm.batching import BatchingEngine
 from synth.lm.gpu import gpu_task
-from synth.lm.local import LocalEngine, LocalModel
+from synth.lm.local import GPU_BATCH_CAP, LocalEngine, LocalModel, pick_device
 
 OFFLINE = "offline"
 ALIASES = {"llama-3.2-3b": "local:meta-llama/Llama-3.2-3B-Instruct"}
 SPACES_DEFAULT = "llama-3.2-3b"
+CPU_FIT_THREADS = 16
 
 _engines: dict[tuple[str, str], LocalEngine] = {}
 _engines_lock = threading.Lock()
@@ -101,6 +102,18 @@ def describe(lm: dspy.BaseLM) -> ModelInfo:
                      device=local_model.device)
 
 
+def fit_threads(lm: dspy.BaseLM) -> int:
+    """How many LM calls a fit keeps in flight. A local model on a GPU batches them, so every call of a stage
+    (up to 12 candidates x 2 orders x the validation pairs) should be in flight at once: with 64 threads the 72
+    calls of a 10-pair fit's stage ran in two waves. On CPU a batch gains nothing past 16 rows, and remote APIs
+    rate-limit."""
+    model = getattr(getattr(lm, "engine", None), "local_model", None)
+    if model is None:
+        return CPU_FIT_THREADS
+    device = model.device if model.is_loaded else pick_device(model.device_request)
+    return GPU_BATCH_CAP if device == "cuda" else CPU_FIT_THREADS
+
+
 def configure_cache(cache_dir: str | None = None) -> None:
     """Point DSPy's response cache at ``cache_dir`` (default ``$SYNTH_CACHE_DIR/dspy``); call once per process."""
     from synth.lm.local import default_cache_dir
@@ -109,5 +122,6 @@ def configure_cache(cache_dir: str | None = None) -> None:
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=directory)
 
 
-__all__ = ["build_lm", "make_engine", "gpu_task", "BatchingEngine", "resolve_spec", "packaged_model_path", "describe", "configure_cache", "local_engine",
-           "LocalEngine", "LocalModel", "ModelInfo", "OFFLINE", "SPACES_DEFAULT"]
+__all__ = ["build_lm", "make_engine", "gpu_task", "BatchingEngine", "resolve_spec", "packaged_model_path", "describe",
+           "configure_cache", "local_engine", "fit_threads", "LocalEngine", "LocalModel", "ModelInfo", "OFFLINE",
+           "SPACES_DEFAULT"]

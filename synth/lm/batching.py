@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class BatchingEngine(LocalEngine):
         self._followers_lock = threading.Lock()
         self.prefills_run = 0  # forward passes that read prompts (generation prefills and scorings)
         self.decode_steps = 0
+        self.prefill_seconds = 0.0  # wall time in prefills and scorings; with decode_seconds, the model's busy time
+        self.decode_seconds = 0.0
+        self.peak_rows = 0  # most rows decoding together
         self._worker = threading.Thread(target=self._work, name="synth-batching", daemon=True)
         self._worker.start()
 
@@ -170,12 +174,14 @@ class BatchingEngine(LocalEngine):
         for choices, same in by_choices.items():
             prompts = [group[0].prompt for group in same.values()]
             self.prefills_run += 1
+            started = time.perf_counter()
             try:
                 answers = [{"result": r} for r in self.local_model.choice_probabilities(prompts, choices)]
             except EngineClosed:
                 raise
             except Exception:  # one bad request must not fail its batch-mates: retry one by one
                 answers = [self._score_alone(prompt, choices) for prompt in prompts]
+            self.prefill_seconds += time.perf_counter() - started
             for group, answer in zip(same.values(), answers, strict=True):
                 for job in group:
                     _resolve(job, **answer)
@@ -194,6 +200,7 @@ class BatchingEngine(LocalEngine):
             return waiting
         joining, waiting = waiting[:room], waiting[room:]
         self.prefills_run += 1
+        started = time.perf_counter()
         try:
             self._finish(decoding.admit(joining))
         except EngineClosed:
@@ -206,10 +213,13 @@ class BatchingEngine(LocalEngine):
                     raise
                 except Exception as error:
                     self._answer(row.tag, error=error)
+        self.prefill_seconds += time.perf_counter() - started
+        self.peak_rows = max(self.peak_rows, len(decoding))
         return waiting
 
     def _step(self, decoding: DecodeBatch) -> list[DecodeRow]:
         self.decode_steps += 1
+        started = time.perf_counter()
         try:
             return decoding.step()
         except EngineClosed:
@@ -220,6 +230,8 @@ class BatchingEngine(LocalEngine):
                 self._answer(row.tag, error=error)
             decoding.clear()
             return []
+        finally:
+            self.decode_seconds += time.perf_counter() - started
 
     def _finish(self, rows: list[DecodeRow]) -> None:
         for row in rows:

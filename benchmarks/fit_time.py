@@ -1,0 +1,163 @@
+"""Time SynthesizeMe fits on a local model, stage by stage, with the batching engine's own counters.
+
+Made for #3's GPU goal (a default fit on 10 pairs with Llama 3.2 3B on one H100 in at most 20 s) and usable with
+any local model. Each run is a fresh fit of the first ``--pairs`` example pairs (validation = the last 30%) with
+DSPy's cache off and the engine's prefix store emptied, so no run reuses another's work; the first run on a GPU
+also pays for kernel warm-up, which is why ``--runs`` defaults to 2.
+
+    PYTHONPATH=. python benchmarks/fit_time.py --model offline --pairs 10 [--quick] [--threads N]
+    PYTHONPATH=. python benchmarks/fit_time.py --dummy llama-3.2-3b --tokenizer DIR
+
+``--dummy ARCH`` builds that architecture with random weights (as vLLM's ``--load-format dummy`` does for
+benchmarks), for a machine that cannot download the real weights, and loads it through the normal loading path.
+Only the cost is real: a random model never stops early, so every reasoning runs to its token limit (256 by
+default) and every persona to 320 tokens, which makes the time an upper bound for the same fit; its verdicts
+and accuracy mean nothing. The tokenizer comes from ``--tokenizer`` and the vocabulary is sized to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dspy  # noqa: E402
+from throughput import Meter  # noqa: E402
+
+from synth.data import load_pairs  # noqa: E402
+from synth.lm import build_lm, fit_threads  # noqa: E402
+from synth.pipeline import SynthesizeMe  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+# The published shapes of models a user would run (config.json of the Hugging Face checkpoint); the vocabulary
+# is taken from the tokenizer given.
+DUMMY_ARCHITECTURES = {
+    "llama-3.2-3b": dict(
+        model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+        num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5, max_position_embeddings=131072,
+        tie_word_embeddings=True, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                      "original_max_position_embeddings": 8192}),
+}
+
+
+def build_dummy(architecture: str, tokenizer_dir: str, target: Path) -> str:
+    """Save ``architecture`` with random bf16 weights and the given tokenizer as a checkpoint directory."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    shape = dict(DUMMY_ARCHITECTURES[architecture])
+    config = AutoConfig.for_model(shape.pop("model_type"), **shape, vocab_size=len(tokenizer),
+                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"dummy {architecture}: {parameters / 1e9:.2f}B parameters (vocabulary {len(tokenizer):,}), saved to "
+          f"{target}")
+    del model
+    return str(target)
+
+
+def one_fit(lm: dspy.LM, pairs, args) -> dict:
+    engine, model = lm.engine, lm.engine.local_model
+    model.prefix_store.clear()
+    engine.peak_rows = 0
+    meter = Meter(engine)
+    before = dict(computed=model.computed_tokens, reused=model.reused_tokens, prefills=engine.prefills_run,
+                  steps=engine.decode_steps, prefill_s=engine.prefill_seconds, decode_s=engine.decode_seconds)
+    fitted = SynthesizeMe(lm=lm, quick=args.quick, num_threads=args.threads,
+                          **({"reasoning_tokens": args.reasoning_tokens} if args.reasoning_tokens else {}))
+    started = time.perf_counter()
+    fitted.fit(pairs)
+    seconds = time.perf_counter() - started
+    del engine.generate, engine.choice_probabilities  # drop this run's meter
+    timings = fitted.artifact_["timings"]
+    steps = engine.decode_steps - before["steps"]
+    decode_s = engine.decode_seconds - before["decode_s"]
+    return {"seconds": seconds, "bootstrap": timings["bootstrap"], "persona": timings["persona"],
+            "demos": timings["demos"], "generations": meter.calls, "scorings": meter.scorings,
+            "prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
+            "prefilled": model.computed_tokens - before["computed"], "reused": model.reused_tokens - before["reused"],
+            "prefills": engine.prefills_run - before["prefills"], "prefill_s": engine.prefill_seconds
+            - before["prefill_s"], "steps": steps, "ms_per_step": 1000 * decode_s / max(1, steps),
+            "peak_rows": engine.peak_rows, "val_accuracy": fitted.artifact_["validation_accuracy"]}
+
+
+def describe_device(lm: dspy.LM) -> str:
+    import torch
+
+    model = lm.engine.local_model
+    where = model.device
+    if where == "cuda":
+        where = f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"{model.display_name} on {where} in {model.model.dtype}, loaded in {model.load_seconds:.1f}s"
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'run':>3}{'wall s':>8}{'boot s':>8}{'pers s':>8}{'demo s':>8}{'gens':>6}{'scores':>8}"
+          f"{'prompt tok':>12}{'prefilled':>11}{'reused':>9}{'compl tok':>11}{'prefills':>10}{'prefill s':>11}"
+          f"{'steps':>7}{'ms/step':>9}{'peak rows':>11}{'val acc':>9}")
+    for index, row in enumerate(rows, 1):
+        print(f"{index:>3}{row['seconds']:>8.1f}{row['bootstrap']:>8.1f}{row['persona']:>8.1f}{row['demos']:>8.1f}"
+              f"{row['generations']:>6}{row['scorings']:>8}{row['prompt_tokens']:>12}{row['prefilled']:>11}"
+              f"{row['reused']:>9}{row['completion_tokens']:>11}{row['prefills']:>10}{row['prefill_s']:>11.1f}{row['steps']:>7}"
+              f"{row['ms_per_step']:>9.1f}{row['peak_rows']:>11}{row['val_accuracy']:>9.2f}")
+    print("prompt tok: of the generations; prefilled / reused: prompt tokens of generations and scorings run through "
+          "the model / taken from stored prefixes; prefills: batched prompt passes; steps: batched decoding steps; "
+          "peak rows: most rows decoding together")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="offline", help="a model spec (see synth.lm); ignored with --dummy")
+    parser.add_argument("--dummy", choices=sorted(DUMMY_ARCHITECTURES), help="random weights of this architecture")
+    parser.add_argument("--tokenizer", help="tokenizer directory for --dummy")
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="concurrent LM calls (default: the fit's, see fit_threads)")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--reasoning-tokens", type=int, help="the judge's reasoning limit (default: the fit's)")
+    args = parser.parse_args()
+    logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)  # "response was truncated": expected here
+    if args.dummy and not args.tokenizer:
+        parser.error("--dummy needs --tokenizer")
+
+    spec = args.model
+    if args.dummy:
+        started = time.perf_counter()
+        spec = build_dummy(args.dummy, args.tokenizer, Path(tempfile.mkdtemp(prefix=f"dummy-{args.dummy}-")))
+        print(f"built in {time.perf_counter() - started:.1f}s")
+    lm = build_lm(spec, cache=False)
+    lm.engine.local_model.load()
+    print(describe_device(lm))
+    pairs = load_pairs(ASSETS / "example_pairs.jsonl")[: args.pairs]
+    settings = "quick" if args.quick else "default"
+    threads = args.threads or fit_threads(lm)
+    print(f"{settings} fit on {len(pairs)} pairs, {threads} threads, DSPy cache off"
+          + (", random weights: every call runs to its token limit" if args.dummy else ""))
+    rows = []
+    for _ in range(args.runs):
+        rows.append(one_fit(lm, pairs, args))
+        print_table(rows)
+    if lm.engine.local_model.device == "cuda":
+        import torch
+
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    lm.engine.close()
+
+
+if __name__ == "__main__":
+    main()
