@@ -144,8 +144,7 @@ class SynthesizeMe(_PairwiseEstimator):
     def __init__(self, lm: dspy.BaseLM | None = None, num_candidates: int = 10, max_demos: int = 4, seed: int = 0,
                  theta: str | Path | None = None, validation_fraction: float = 0.3, reasoning_tokens: int = 256,
                  persona_tokens: int = 320, max_turn_chars: int = 2000, num_threads: int | None = None,
-                 quick: bool = False,
-                 cache_dir: str | None = None):
+                 quick: bool = False, cache_dir: str | None = None):
         settings = dict(num_candidates=num_candidates, max_demos=max_demos, reasoning_tokens=reasoning_tokens,
                         persona_tokens=persona_tokens)
         if quick:

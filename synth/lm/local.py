@@ -606,8 +606,8 @@ class EngineClosed(RuntimeError):
 def prefix_store_bytes(device: str) -> int:
     """Room for remembered prompt states: 1 GiB of RAM, or on CUDA a fifth of the memory the weights left free.
 
-    A fit's stage has up to ~60 judge calls in flight whose prompts are scored again after their reasoning; with a
-    3B model one 1,500-token prompt is ~170 MB of states, so 1 GiB would drop most of them before their scoring.
+    A 10-pair fit's stage has 72 judge calls in flight whose prompts are scored again after their reasoning; with
+    a 3B model one 1,500-token prompt is ~170 MB of states, so 1 GiB would drop most of them before their scoring.
     """
     if device != "cuda":
         return PREFIX_STORE_BYTES
