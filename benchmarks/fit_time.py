@@ -5,7 +5,7 @@ any local model. Each run is a fresh fit of the first ``--pairs`` example pairs 
 DSPy's cache off and the engine's prefix store emptied, so no run reuses another's work; the first run on a GPU
 also pays for kernel warm-up, which is why ``--runs`` defaults to 2.
 
-    PYTHONPATH=. python benchmarks/fit_time.py --model offline --pairs 10 [--quick] [--threads N]
+    PYTHONPATH=. python benchmarks/fit_time.py --model offline --pairs 10 [--quick] [--threads N] [--dtype float32]
     PYTHONPATH=. python benchmarks/fit_time.py --dummy llama-3.2-3b --tokenizer DIR
 
 ``--dummy ARCH`` builds that architecture with random weights (as vLLM's ``--load-format dummy`` does for
@@ -13,11 +13,23 @@ benchmarks), for a machine that cannot download the real weights, and loads it t
 Only the cost is real: a random model never stops early, so every reasoning runs to its token limit (256 by
 default) and every persona to 320 tokens, which makes the time an upper bound for the same fit; its verdicts
 and accuracy mean nothing. The tokenizer comes from ``--tokenizer`` and the vocabulary is sized to it.
+
+Each run prints a digest of the fit's result (timings and date left out, numbers to 4 decimals). In float32 batching
+changes no text, so an engine change meant to change only the cost must leave a ``--dtype float32`` run's digest as
+it was.
+
+``--schedule gpu`` runs the engine on this machine the way it runs on a GPU (128 fit threads, rows per batch and
+per prefill pass; a prefix store of ``--store-tokens`` tokens), so the token counts of a GPU fit can be checked
+on a CPU without one, e.g. the H100 run of the 3B dummy (its store held ~126k tokens) with the cheap ``tiny-llama``:
+
+    PYTHONPATH=. python benchmarks/fit_time.py --dummy tiny-llama --tokenizer DIR --schedule gpu --runs 1
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -33,6 +45,7 @@ from throughput import Meter  # noqa: E402
 
 from synth.data import load_pairs  # noqa: E402
 from synth.lm import build_lm, fit_threads  # noqa: E402
+from synth.lm import local as local_module  # noqa: E402
 from synth.pipeline import SynthesizeMe  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -46,6 +59,10 @@ DUMMY_ARCHITECTURES = {
         tie_word_embeddings=True, rope_theta=500000.0,
         rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                       "original_max_position_embeddings": 8192}),
+    # Not a real model: the cheapest one that makes the same calls, for --schedule gpu on a CPU.
+    "tiny-llama": dict(
+        model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=131072, tie_word_embeddings=True),
 }
 
 
@@ -93,7 +110,24 @@ def one_fit(lm: dspy.LM, pairs, args) -> dict:
             "prefilled": model.computed_tokens - before["computed"], "reused": model.reused_tokens - before["reused"],
             "prefills": engine.prefills_run - before["prefills"], "prefill_s": engine.prefill_seconds
             - before["prefill_s"], "steps": steps, "ms_per_step": 1000 * decode_s / max(1, steps),
-            "peak_rows": engine.peak_rows, "val_accuracy": fitted.artifact_["validation_accuracy"]}
+            "peak_rows": engine.peak_rows, "val_accuracy": fitted.artifact_["validation_accuracy"],
+            "digest": artifact_digest(fitted.artifact_)}
+
+
+def artifact_digest(artifact: dict) -> str:
+    """A fit's result without its timings and date, numbers to 4 decimals: in float32 an engine change that only
+    changes the cost leaves it equal (how a batch splits its work moves probabilities by ~1e-7, no text)."""
+    def rounded(value):
+        if isinstance(value, float):
+            return round(value, 4)
+        if isinstance(value, dict):
+            return {key: rounded(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [rounded(item) for item in value]
+        return value
+
+    result = rounded({key: value for key, value in artifact.items() if key not in ("timings", "created_at")})
+    return hashlib.sha256(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def describe_device(lm: dspy.LM) -> str:
@@ -115,6 +149,7 @@ def print_table(rows: list[dict]) -> None:
               f"{row['generations']:>6}{row['scorings']:>8}{row['prompt_tokens']:>12}{row['prefilled']:>11}"
               f"{row['reused']:>9}{row['completion_tokens']:>11}{row['prefills']:>10}{row['prefill_s']:>11.1f}{row['steps']:>7}"
               f"{row['ms_per_step']:>9.1f}{row['peak_rows']:>11}{row['val_accuracy']:>9.2f}")
+    print("artifact digests: " + ", ".join(row["digest"] for row in rows))
     print("prompt tok: of the generations; prefilled / reused: prompt tokens of generations and scorings run through "
           "the model / taken from stored prefixes; prefills: batched prompt passes; steps: batched decoding steps; "
           "peak rows: most rows decoding together")
@@ -126,10 +161,15 @@ def main() -> None:
     parser.add_argument("--dummy", choices=sorted(DUMMY_ARCHITECTURES), help="random weights of this architecture")
     parser.add_argument("--tokenizer", help="tokenizer directory for --dummy")
     parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
     parser.add_argument("--threads", type=int, help="concurrent LM calls (default: the fit's, see fit_threads)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reasoning-tokens", type=int, help="the judge's reasoning limit (default: the fit's)")
+    parser.add_argument("--schedule", choices=("device", "gpu"), default="device",
+                        help="gpu: batch as on a GPU, whatever this device is (see above)")
+    parser.add_argument("--store-tokens", type=int, default=126_000,
+                        help="prefix store size in tokens for --schedule gpu (default: the H100 3B run's)")
     args = parser.parse_args()
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)  # "response was truncated": expected here
     if args.dummy and not args.tokenizer:
@@ -141,8 +181,17 @@ def main() -> None:
         spec = build_dummy(args.dummy, args.tokenizer, Path(tempfile.mkdtemp(prefix=f"dummy-{args.dummy}-")))
         print(f"built in {time.perf_counter() - started:.1f}s")
     lm = build_lm(spec, cache=False)
-    lm.engine.local_model.load()
+    model = lm.engine.local_model
+    model.dtype_request = args.dtype
+    model.load()
     print(describe_device(lm))
+    if args.schedule == "gpu":  # the CPU's batching limits become the GPU's; the store is sized in tokens
+        local_module.CPU_BATCH_CAP = local_module.CPU_PREFILL_ROWS = local_module.GPU_BATCH_CAP
+        args.threads = args.threads or local_module.GPU_BATCH_CAP
+        model.prefix_store.max_bytes = args.store_tokens * local_module.kv_bytes_per_token(model.model.config,
+                                                                                           model.model.dtype)
+        print(f"GPU schedule: {args.threads} threads, {local_module.GPU_BATCH_CAP} rows per batch and prefill, a "
+              f"prefix store of {args.store_tokens:,} tokens")
     pairs = load_pairs(ASSETS / "example_pairs.jsonl")[: args.pairs]
     settings = "quick" if args.quick else "default"
     threads = args.threads or fit_threads(lm)
@@ -152,7 +201,7 @@ def main() -> None:
     for _ in range(args.runs):
         rows.append(one_fit(lm, pairs, args))
         print_table(rows)
-    if lm.engine.local_model.device == "cuda":
+    if model.device == "cuda":
         import torch
 
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")

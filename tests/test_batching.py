@@ -124,6 +124,93 @@ def test_a_shared_prefix_is_computed_once(tiny_model):
     assert [r.text for r in results] == [reference_greedy(tiny_model, p, 5) for p in prompts]
 
 
+def distinct_prefixes(sequences) -> int:
+    """Tokens in the trie of ``sequences``: what a prefill that never computes a token twice runs."""
+    return len({tuple(ids[:end]) for ids in sequences for end in range(1, len(ids) + 1)})
+
+
+def test_each_branch_of_a_stage_is_computed_once(tiny_model):
+    """A fit's stage in small: shared instructions, then two candidates' demos, then three questions each. The
+    instructions are computed once, each candidate's demos once, each question once."""
+    demos = ["Demo: the reply that answers first, with sources, wins\n\n",
+             "Demo: the shorter and kinder reply wins for this user.\n\n"]
+    prompts = [SHARED + demo + f"User: question {i}?\n\nAssistant:" for demo in demos for i in range(3)]
+    encoded = [tiny_model.encode(prompt) for prompt in prompts]
+    assert len({len(ids) for ids in encoded}) == 1  # equal lengths: no padding in any batch
+    tiny_model.prefix_store.clear()
+    computed, reused = tiny_model.computed_tokens, tiny_model.reused_tokens
+    results = tiny_model.generate(prompts, [GenerationParams(max_new_tokens=4)] * len(prompts))
+    assert tiny_model.computed_tokens - computed == distinct_prefixes(encoded)
+    branches = [os.path.commonprefix(encoded), os.path.commonprefix(encoded[:3]), os.path.commonprefix(encoded[3:])]
+    # each branch ran once as a row of its own, the candidates' starting from the instructions
+    assert tiny_model.reused_tokens - reused == sum(map(len, encoded + branches)) - distinct_prefixes(encoded)
+    assert [r.text for r in results] == [reference_greedy(tiny_model, p, 4) for p in prompts]
+
+
+def test_rows_with_little_left_to_compute_are_prefilled_together(tiny_model, monkeypatch):
+    """A padded pass computes every row as far back as its row with most left to compute: two continuations of
+    stored prompts must not share a pass with two new prompts of the same length."""
+    monkeypatch.setattr(local_module, "CPU_PREFILL_ROWS", 2)
+    monkeypatch.setattr(local_module, "GPU_BATCH_CAP", 2)
+    stored = [PROMPTS[0], PROMPTS[5]]
+    continued = [prompt + " more" for prompt in stored]
+    new = [prompt.swapcase() for prompt in continued]  # same length, sharing nothing with the stored prompts
+    tiny_model.prefix_store.clear()
+    tiny_model.generate(stored, [GenerationParams(max_new_tokens=1)] * 2)  # one new token: none run, none stored
+    computed = tiny_model.computed_tokens
+    tiny_model.generate([continued[0], new[0], continued[1], new[1]], [GenerationParams(max_new_tokens=1)] * 4)
+    assert tiny_model.computed_tokens - computed == 2 * len(" more") + sum(len(tiny_model.encode(p)) for p in new)
+
+
+def test_prefix_store_keeps_shared_parts_once_and_reuses_part_of_any_sequence():
+    import torch
+
+    from synth.lm.kv import PrefixStore
+
+    def states(ids):  # one layer; a token's key is its id, its value minus its id
+        column = torch.tensor(ids, dtype=torch.float32).view(1, 1, len(ids), 1)
+        return [(column, -column)]
+
+    store = PrefixStore(max_bytes=1 << 20)
+    store.put([1, 2, 3, 4], states([1, 2, 3, 4]))
+    store.put([1, 2, 5], states([1, 2, 5]))
+    store.put([1, 2], states([1, 2]))  # already inside the tree: nothing new
+    assert store.stored_tokens == 5 and len(store) == 3  # [1, 2] -> [3, 4] | [5]
+    assert store.nbytes == 2 * 5 * 4
+
+    count, pieces = store.longest_prefix([1, 2, 3, 9], limit=10)  # part of a stored sequence
+    assert count == 3
+    keys = torch.cat([piece[0][0] for piece in pieces], dim=-2)[..., :count, :]
+    assert keys.flatten().tolist() == [1, 2, 3]
+    assert store.longest_prefix([1, 2, 3, 4], limit=2)[0] == 2
+    assert store.longest_prefix([7, 1], limit=2) == (0, [])
+
+    state = states([1, 2, 3, 4])
+    store.put([1, 2, 3, 4], state)
+    state[0][0].fill_(0)  # the store holds copies, not the caller's tensors
+    assert store.longest_prefix([1, 2, 3, 4], limit=4)[1][1][0][0].flatten().tolist() == [3, 4]
+
+
+def test_prefix_store_drops_least_recently_used_leaves_first():
+    import torch
+
+    from synth.lm.kv import PrefixStore
+
+    def states(count):
+        return [(torch.zeros(1, 1, count, 1), torch.zeros(1, 1, count, 1))]  # 8 bytes a token
+
+    store = PrefixStore(max_bytes=8 * 9)
+    store.put([1, 2, 3, 4], states(4))
+    store.put([1, 2, 5, 6], states(4))  # 6 tokens stored: [1, 2] -> [3, 4] | [5, 6]
+    store.longest_prefix([1, 2, 3, 4], limit=4)  # [3, 4] is now used more recently than [5, 6]
+    store.put([1, 2, 7, 8, 9, 10], states(6))  # 10 tokens: over the limit, the oldest leaf goes
+    assert store.longest_prefix([1, 2, 5, 6], limit=4)[0] == 2
+    assert store.longest_prefix([1, 2, 3, 4], limit=4)[0] == 4
+    assert store.nbytes == 8 * 8 and store.stored_tokens == 8
+    store.put([20] * 12, states(12))  # larger than the store: kept while it is the newest, everything else goes
+    assert store.stored_tokens == 12 and store.longest_prefix([20] * 12, limit=12)[0] == 12
+
+
 def test_sliding_window_scoring_continues_remembered_prompts(sliding_model):
     prompts = [SHARED + prompt for prompt in PROMPTS[:4]]
     continuations = [prompt + " Verdict:" for prompt in prompts]
@@ -211,18 +298,20 @@ def test_batched_choice_probabilities_equal_one_by_one(tiny_model):
             assert sum(probabilities) == pytest.approx(1.0)
 
 
-def test_scoring_after_generation_reuses_the_prompt_states(tiny_model):
-    continuations = [prompt + " Verdict:" for prompt in PROMPTS[:6]]
+def test_scoring_after_generation_reuses_the_prompt_and_the_reasoning(tiny_model):
+    """A judge's verdict is scored on its prompt + its own reasoning: both come from the finished row's states."""
     tiny_model.prefix_store.clear()
-    fresh = {choices: tiny_model.choice_probabilities(continuations, choices) for choices in (("a", "b"), ("ab", "ac"))}
-    tiny_model.generate(PROMPTS[:6], [GenerationParams(max_new_tokens=3)] * 6)
-    assert len(tiny_model.prefix_store) == 6
+    generated = tiny_model.generate(PROMPTS[:6], [GenerationParams(max_new_tokens=3)] * 6)
+    continuations = [prompt + result.text + " Verdict:" for prompt, result in zip(PROMPTS[:6], generated)]
+    ran = sum(len(tiny_model.encode(p)) + result.completion_tokens - 1 for p, result in zip(PROMPTS[:6], generated))
     before = tiny_model.reused_tokens
-    for choices, expected in fresh.items():
-        reused = tiny_model.choice_probabilities(continuations, choices)
-        assert sum(reused, []) == pytest.approx(sum(expected, []), abs=1e-5)
-    # each scoring row started from its whole remembered prompt: once for ("a", "b"), twice for ("ab", "ac")
-    assert tiny_model.reused_tokens - before == 3 * sum(len(tiny_model.encode(p)) for p in PROMPTS[:6])
+    remembered = {choices: tiny_model.choice_probabilities(continuations, choices) for choices in (("a", "b"), ("ab", "ac"))}
+    # each scoring row started from its whole prompt and reasoning: once for ("a", "b"), twice for ("ab", "ac")
+    assert tiny_model.reused_tokens - before == 3 * ran
+    tiny_model.prefix_store.clear()
+    for choices, expected in remembered.items():
+        fresh = tiny_model.choice_probabilities(continuations, choices)
+        assert sum(fresh, []) == pytest.approx(sum(expected, []), abs=1e-5)
 
 
 @pytest.mark.timeout(120)

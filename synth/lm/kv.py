@@ -1,4 +1,4 @@
-"""Key/value states for the local engine: a batch cache that grows in place, and a store of computed prefixes.
+"""Key/value states for the local engine: a batch cache that grows in place, and a radix tree of computed prefixes.
 
 Every layer stores every column, sliding-window layers included, so any remembered prefix can seed a row; a
 sliding-window layer shows attention only its last ``window - 1`` columns plus the new ones, as transformers'
@@ -9,14 +9,14 @@ equal position distances and the sliding-window mask stays exact.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
 LayerStates = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each [1, kv_heads, tokens, dim]
+Pieces = list[LayerStates]  # the states of consecutive token spans, in order
 
 
 class GrowingLayer(DynamicLayer):
@@ -104,19 +104,24 @@ def empty_cache(windows: Sequence[int | None], reserve: int) -> Cache:
     return Cache(layers=[GrowingLayer(window, reserve=reserve) for window in windows])
 
 
-def cache_from_prefixes(prefixes: Sequence[LayerStates | None], tokens: Sequence[int], width: int,
-                        spare: int, windows: Sequence[int | None]) -> Cache:
-    """A cache of ``width`` columns whose row ``r`` ends with the first ``tokens[r]`` positions of
-    ``prefixes[r]`` (right-aligned, zeros before it: the padding), with room for ``spare`` more columns."""
-    template = next(states for states in prefixes if states is not None)
+def cache_from_prefixes(prefixes: Sequence[Pieces], tokens: Sequence[int], width: int, spare: int,
+                        windows: Sequence[int | None]) -> Cache:
+    """A cache of ``width`` columns whose row ``r`` ends with the first ``tokens[r]`` positions held by the
+    pieces ``prefixes[r]`` (right-aligned, zeros before them: the padding), with room for ``spare`` more columns."""
+    template = next(pieces[0] for pieces in prefixes if pieces)
     layers = []
     for index, ((keys, values), window) in enumerate(zip(template, windows, strict=True)):
         buffers = []
         for part, reference in ((0, keys), (1, values)):
             buffer = reference.new_zeros((len(prefixes), reference.shape[1], width + spare, reference.shape[-1]))
-            for row, (states, count) in enumerate(zip(prefixes, tokens, strict=True)):
-                if count:
-                    buffer[row, :, width - count: width] = states[index][part][0, :, :count]
+            for row, (pieces, count) in enumerate(zip(prefixes, tokens, strict=True)):
+                column = width - count
+                for piece in pieces:
+                    take = min(width - column, piece[index][part].shape[-2])
+                    if take <= 0:
+                        break
+                    buffer[row, :, column: column + take] = piece[index][part][0, :, :take]
+                    column += take
             buffers.append(buffer)
         layers.append(GrowingLayer(window, *buffers, length=width))
     return Cache(layers=layers)
@@ -139,57 +144,138 @@ def merge_caches(first: Cache, second: Cache, spare: int) -> Cache:
 
 
 def row_states(cache: Cache, row: int, start: int) -> LayerStates:
-    """Row ``row``'s states from column ``start`` on (its padding dropped), copied out of the batch."""
-    return [(layer.keys[row: row + 1, :, start:].clone(), layer.values[row: row + 1, :, start:].clone())
-            for layer in cache.layers]
+    """Row ``row``'s states from column ``start`` on (its padding dropped): views into the batch, which
+    :meth:`PrefixStore.put` copies only where they are new to it."""
+    return [(layer.keys[row: row + 1, :, start:], layer.values[row: row + 1, :, start:]) for layer in cache.layers]
 
 
-@dataclass
-class _Entry:
+@dataclass(eq=False)
+class _Node:
+    """An edge of the prefix tree: the states of ``tokens``, which follow the parent's tokens."""
+
+    tokens: tuple[int, ...]
     states: LayerStates
-    nbytes: int
+    parent: _Node | None
+    children: dict[int, _Node] = field(default_factory=dict)
+    last_used: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(keys.nbytes + values.nbytes for keys, values in self.states)
+
+
+def _matching(tokens: tuple[int, ...], ids: Sequence[int], start: int) -> int:
+    """How many of ``tokens`` equal ``ids[start:]`` from the first on."""
+    end = min(len(tokens), len(ids) - start)
+    if tokens[:end] == tuple(ids[start: start + end]):  # the usual case, compared in C
+        return end
+    count = 0
+    while tokens[count] == ids[start + count]:
+        count += 1
+    return count
+
+
+def _sliced(states: LayerStates, start: int, end: int | None = None) -> LayerStates:
+    return [(keys[..., start:end, :], values[..., start:end, :]) for keys, values in states]
 
 
 class PrefixStore:
-    """Computed key/value states of token prefixes (prompts, shared instructions and demos), least recently used
-    dropped first once they hold more than ``max_bytes``."""
+    """Computed key/value states of token sequences (prompts, shared instructions and demos, finished generations)
+    in a radix tree, so a shared part is stored once and any new sequence starts from the longest part of any
+    stored one it begins with, not only from whole stored sequences: a judge prompt with the same demos as one
+    already run reuses them, a verdict scoring reuses its own reasoning. Least recently used leaves are dropped
+    once the states hold more than ``max_bytes`` (never those of the sequence being stored).
+    """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[int, ...], _Entry] = OrderedDict()
-        self._bytes = 0
         self._lock = threading.Lock()
+        self.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Stored token spans (tree edges)."""
+        with self._lock:
+            return len(self._nodes())
+
+    @property
+    def stored_tokens(self) -> int:
+        with self._lock:
+            return sum(len(node.tokens) for node in self._nodes())
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._root = _Node((), [], None)
             self._bytes = 0
+            self._clock = 0
 
     def put(self, ids: Sequence[int], states: LayerStates) -> None:
-        key = tuple(ids)
-        nbytes = sum(k.nbytes + v.nbytes for k, v in states)
+        """Store ``states`` (one per layer, ``[1, kv_heads, len(ids), dim]``, views allowed) for ``ids``;
+        only the tokens not stored yet are copied."""
         with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return
-            self._entries[key] = _Entry(states, nbytes)
-            self._bytes += nbytes
-            while self._bytes > self.max_bytes and len(self._entries) > 1:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.nbytes
+            self._clock += 1
+            node, position = self._root, 0
+            while position < len(ids):
+                node.last_used = self._clock
+                child = node.children.get(ids[position])
+                if child is None:
+                    leaf = _Node(tuple(ids[position:]), [(k.clone(), v.clone()) for k, v in
+                                                          _sliced(states, position)], node, last_used=self._clock)
+                    node.children[leaf.tokens[0]] = leaf
+                    self._bytes += leaf.nbytes
+                    break
+                matched = _matching(child.tokens, ids, position)
+                if matched < len(child.tokens) and position + matched < len(ids):
+                    self._split(child, matched)
+                node, position = child, position + matched
+            node.last_used = self._clock
+            self._evict()
 
-    def longest_prefix(self, ids: Sequence[int], limit: int) -> tuple[int, LayerStates | None]:
-        """The longest stored prefix of ``ids`` no longer than ``limit`` tokens: (its length, its states)."""
-        best: tuple[int, ...] | None = None
+    def longest_prefix(self, ids: Sequence[int], limit: int) -> tuple[int, Pieces]:
+        """How many leading tokens of ``ids`` (at most ``limit``) have stored states, and those states as
+        consecutive pieces (the last one may hold more tokens than it counts)."""
         with self._lock:
-            for key in self._entries:
-                if (best is None or len(key) > len(best)) and 0 < len(key) <= min(limit, len(ids)) \
-                        and tuple(ids[: len(key)]) == key:
-                    best = key
-            if best is None:
-                return 0, None
-            self._entries.move_to_end(best)
-            return len(best), self._entries[best].states
+            self._clock += 1
+            node, position, pieces = self._root, 0, []
+            limit = min(limit, len(ids))
+            while position < limit:
+                child = node.children.get(ids[position])
+                if child is None:
+                    break
+                matched = min(_matching(child.tokens, ids, position), limit - position)
+                child.last_used = self._clock
+                pieces.append(child.states)
+                position += matched
+                if matched < len(child.tokens):
+                    break
+                node = child
+            return position, pieces
+
+    def _split(self, node: _Node, at: int) -> None:
+        """Cut ``node``'s edge after ``at`` tokens; both halves get their own copies, so either can be dropped."""
+        tail = _Node(node.tokens[at:], [(k.clone(), v.clone()) for k, v in _sliced(node.states, at)], node,
+                     node.children, node.last_used)
+        for child in tail.children.values():
+            child.parent = tail
+        node.tokens, node.states = node.tokens[:at], [(k.clone(), v.clone()) for k, v in _sliced(node.states, 0, at)]
+        node.children = {tail.tokens[0]: tail}
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes:
+            leaves = [node for node in self._nodes() if not node.children and node.last_used < self._clock]
+            if not leaves:
+                return
+            oldest = min(leaves, key=lambda node: node.last_used)
+            del oldest.parent.children[oldest.tokens[0]]
+            self._bytes -= oldest.nbytes
+
+    def _nodes(self) -> list[_Node]:
+        nodes, stack = [], list(self._root.children.values())
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            stack.extend(node.children.values())
+        return nodes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -315,17 +316,15 @@ class LocalModel:
                 spare: int = 0) -> Prefilled:
         """Run ``sequences`` as one left-padded batch and return the last ``keep`` positions' logits and the cache.
 
-        Each row starts from the longest prefix already computed: a remembered prompt (a judge's prompt, when its
-        verdict is scored after its reasoning) or the prefix the rows share (instructions and demos), computed
-        once for all of them. ``remember`` stores each row's states for later calls; ``spare`` reserves cache
-        columns for that many decoding steps.
+        Each row starts from the longest stored prefix (see :class:`synth.lm.kv.PrefixStore`); callers first
+        store what their rows share with :meth:`remember_shared_prefixes`. ``remember`` stores each row's states
+        for later calls; ``spare`` reserves cache columns for that many decoding steps.
         """
         import torch
 
         from synth.lm import kv
 
         store = self.prefix_store
-        self.remember_shared_prefix(sequences, keep)
         known = [store.longest_prefix(ids, len(ids) - keep) for ids in sequences]
         input_ids, mask, positions = self._padded(sequences)
         fresh = max(keep, max(len(ids) - length for ids, (length, _) in zip(sequences, known)))
@@ -334,7 +333,7 @@ class LocalModel:
         self.reused_tokens += sum(reused)
         self.computed_tokens += sum(len(ids) for ids in sequences) - sum(reused)
         if cached:
-            cache = kv.cache_from_prefixes([states for _, states in known], reused, cached, fresh + spare,
+            cache = kv.cache_from_prefixes([pieces for _, pieces in known], reused, cached, fresh + spare,
                                            self._layer_windows)
         else:
             cache = kv.empty_cache(self._layer_windows, spare)
@@ -361,14 +360,38 @@ class LocalModel:
 
         return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
-    def remember_shared_prefix(self, sequences: Sequence[list[int]], keep: int = 1) -> None:
-        """Compute and store the prefix all ``sequences`` share (leaving each at least ``keep`` tokens), unless
-        it is short or already stored; rows prefilled later, in any grouping, then start from it."""
-        if len(sequences) < 2:
-            return
-        shared = min(len(_common_prefix(sequences)), min(len(ids) for ids in sequences) - keep)
-        if shared >= MIN_SHARED_PREFIX and self.prefix_store.longest_prefix(sequences[0], shared)[0] < shared:
-            self.prefill([sequences[0][:shared]], remember=True)
+    def remember_shared_prefixes(self, sequences: Sequence[list[int]], keep: int = 1) -> None:
+        """Compute and store, once each, the prefixes where ``sequences`` branch apart (each leaving its sequences
+        at least ``keep`` tokens), so rows prefilled later, in any grouping, start from them.
+
+        A fit's stage sends judge prompts that share the instructions, then per candidate its demos, then differ
+        in the pair judged: the instructions are computed once, then each candidate's demos once, shortest first.
+        A branch is skipped when it adds fewer than ``MIN_SHARED_PREFIX`` tokens to what is already known.
+        """
+        ordered = sorted(tuple(ids) for ids in sequences)
+        branches = set()
+        for first, second in itertools.pairwise(ordered):
+            length = min(len(_common_prefix([first, second])), min(len(first), len(second)) - keep)
+            if length >= MIN_SHARED_PREFIX:
+                branches.add(first[:length])
+        chosen: list[tuple[int, ...]] = []
+        for branch in sorted(branches, key=len):
+            below = [len(other) for other in chosen if branch[: len(other)] == other]
+            known = max([self.prefix_store.longest_prefix(branch, len(branch))[0], *below])
+            if len(branch) - known >= MIN_SHARED_PREFIX:
+                chosen.append(branch)
+        while chosen:  # a branch waits until the shorter ones it extends are stored
+            level = [branch for branch in chosen
+                     if not any(len(other) < len(branch) and branch[: len(other)] == other for other in chosen)]
+            for start in range(0, len(level), self.prefill_rows):
+                self.prefill([list(branch) for branch in level[start: start + self.prefill_rows]], remember=True)
+            chosen = [branch for branch in chosen if branch not in level]
+
+    def by_fresh_tokens(self, sequences: Sequence[list[int]], keep: int = 1) -> list[int]:
+        """Indices of ``sequences``, fewest tokens left to compute first: a padded batch computes its rows up to
+        its longest fresh part, so rows batched in this order waste little."""
+        fresh = [len(ids) - self.prefix_store.longest_prefix(ids, len(ids) - keep)[0] for ids in sequences]
+        return sorted(range(len(sequences)), key=lambda index: (fresh[index], len(sequences[index])))
 
     @property
     def prefill_rows(self) -> int:
@@ -397,9 +420,9 @@ class LocalModel:
         keep = 1 if single_token else max(len(ids) for ids in choice_ids) + 1
         sequences = [encoded[prompt] + list(tail) for prompt, tail in rows]
         scores = [None] * len(rows)
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         capacity = min(self.prefill_rows, self.batch_capacity(max(len(s) for s in sequences)))
-        self.remember_shared_prefix(sequences, keep)
+        self.remember_shared_prefixes(sequences, keep)
+        order = self.by_fresh_tokens(sequences, keep)
         for start in range(0, len(order), capacity):
             chunk = order[start: start + capacity]
             logp = torch.log_softmax(self.prefill([sequences[i] for i in chunk], keep=keep).logits.float(), -1)
@@ -479,7 +502,8 @@ class DecodeBatch:
         if not rows:
             return done
         spare = max(row.params.max_new_tokens for row in rows + self.rows)
-        self.model.remember_shared_prefix([row.ids for row in rows])
+        self.model.remember_shared_prefixes([row.ids for row in rows])
+        rows = [rows[index] for index in self.model.by_fresh_tokens([row.ids for row in rows])]
         step = self.model.prefill_rows
         for start in range(0, len(rows), step):
             joining = rows[start: start + step]
@@ -526,6 +550,8 @@ class DecodeBatch:
             else:
                 keep.append(slot)
         if len(keep) < len(self.rows):
+            kept = set(keep)
+            self._remember(finished, [slot for slot in range(len(self.rows)) if slot not in kept])
             self._keep_rows(keep)
             chosen = chosen[keep]
         if self.rows:
@@ -537,6 +563,16 @@ class DecodeBatch:
                     use_cache=True).logits[:, -1]
             self._next_positions = self._next_positions + 1
         return finished
+
+    def _remember(self, finished: Sequence[DecodeRow], slots: Sequence[int]) -> None:
+        """Store finished rows' prompt + generated states: a judge's verdict is scored next on its prompt and its
+        reasoning, which then need no prefill (the newest token was never run, so it is left out)."""
+        from synth.lm import kv
+
+        width = self._mask.shape[1]
+        for row, slot in zip(finished, slots, strict=True):
+            ran = row.ids + row.new_tokens[:-1]
+            self.model.prefix_store.put(ran, kv.row_states(self._cache, slot, width - len(ran)))
 
     def _stop_checker(self, stops: tuple[str, ...]) -> StopOnText:
         """One checker per set of stop strings, kept across requests so its per-token answers are reused."""
@@ -606,8 +642,9 @@ class EngineClosed(RuntimeError):
 def prefix_store_bytes(device: str) -> int:
     """Room for remembered prompt states: 1 GiB of RAM, or on CUDA a fifth of the memory the weights left free.
 
-    A 10-pair fit's stage has 72 judge calls in flight whose prompts are scored again after their reasoning; with
-    a 3B model one 1,500-token prompt is ~170 MB of states, so 1 GiB would drop most of them before their scoring.
+    A 10-pair fit's stage has 72 judge calls in flight whose prompts and reasonings are scored again after their
+    reasoning. The store keeps their shared instructions and demos once, but with a 3B model (~112 kB of states a
+    token) 1 GiB still holds under 10k tokens, less than one stage's pairs and reasonings.
     """
     if device != "cuda":
         return PREFIX_STORE_BYTES
