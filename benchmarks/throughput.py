@@ -4,13 +4,14 @@ The prompts are real judge calls: PairwiseJudge (chain-of-thought up to the verd
 from First/Second probabilities) over the 12 example pairs in both orders plus 8 pair-bank pairs. Both runs go
 through ``synth.parallel.run_concurrently`` with 16 threads and DSPy's cache off, so the only difference is the
 engine: LocalEngine (one call at a time, what ``SYNTH_BATCHING=0`` gives) or BatchingEngine (continuous batching
-with shared prefixes). ``--demos K`` judges with a persona and K demos, the shape of the demo-selection step's
-calls, where many requests share a long prefix.
+with shared prefixes). By default the calls are a default fit's (256 reasoning tokens, turns cut at 2,000
+characters). ``--demos K`` judges with a persona and K demos, the shape of the demo-selection step's calls, where
+many requests share a long prefix.
 
 ``--raw`` also times generation alone on the recorded prompts: ``LocalModel.generate`` at several capacity caps
 against transformers' continuous batching (``generate_batch``), which is how the CPU cap was chosen.
 
-    .venv/bin/python benchmarks/throughput.py --prompts 32 --max-tokens 96 [--demos 3] [--raw]
+    PYTHONPATH=. .venv/bin/python benchmarks/throughput.py [--demos 3] [--max-tokens 96] [--raw]
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ from synth.lm.batching import BatchingEngine  # noqa: E402
 from synth.lm.local import GenerationParams, LocalEngine, LocalModel  # noqa: E402
 from synth.parallel import run_concurrently  # noqa: E402
 from synth.signatures import TolerantChatAdapter  # noqa: E402
-from synth.steps import judge_inputs  # noqa: E402
+from synth.steps import StepSettings, judge_inputs  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
-MAX_TURN_CHARS = 1200
+FIT_DEFAULTS = StepSettings()  # a default fit's judge: 256 reasoning tokens, turns cut at 2,000 characters
 # A stand-in persona and demo reasoning for the candidate-scoring workload (a real fit writes its own).
 PERSONA = ("Prefers short, practical answers with concrete steps; dislikes jokes and filler; trusts replies that "
            "mention safety limits.")
@@ -56,20 +57,20 @@ def bank_pairs() -> list[PreferencePair]:
     return pairs
 
 
-def judge_cases(count: int = 32) -> list[dict[str, str]]:
+def judge_cases(count: int = 32, max_turn_chars: int = FIT_DEFAULTS.max_turn_chars) -> list[dict[str, str]]:
     """Judge inputs: example pairs in both orders, topped up with pair-bank pairs."""
     pairs = load_pairs(ASSETS / "example_pairs.jsonl")
-    cases = [judge_inputs(p, chosen_first, MAX_TURN_CHARS) for p in pairs for chosen_first in (True, False)]
-    cases += [judge_inputs(pair, True, MAX_TURN_CHARS) for pair in bank_pairs()]
+    cases = [judge_inputs(p, chosen_first, max_turn_chars) for p in pairs for chosen_first in (True, False)]
+    cases += [judge_inputs(pair, True, max_turn_chars) for pair in bank_pairs()]
     return cases[:count]
 
 
-def make_judge(demo_count: int, max_tokens: int) -> PairwiseJudge:
+def make_judge(demo_count: int, max_tokens: int, max_turn_chars: int = FIT_DEFAULTS.max_turn_chars) -> PairwiseJudge:
     """The bootstrap step's judge (no persona, no demos) or, with demos, one candidate of the demo-selection step:
     persona in the instructions and ``demo_count`` demos from the end of the pair bank (never among the cases)."""
     if not demo_count:
         return PairwiseJudge(reasoning_tokens=max_tokens)
-    demos = [dspy.Example(**judge_inputs(pair, True, MAX_TURN_CHARS), reasoning=DEMO_REASONING, preferred="First")
+    demos = [dspy.Example(**judge_inputs(pair, True, max_turn_chars), reasoning=DEMO_REASONING, preferred="First")
              for pair in bank_pairs()[-demo_count:]]
     return PairwiseJudge(persona=PERSONA, demos=demos, reasoning_tokens=max_tokens)
 
@@ -79,6 +80,7 @@ class Meter:
 
     def __init__(self, engine: LocalEngine):
         self.prompt_tokens = self.completion_tokens = self.calls = self.scorings = 0
+        self.seconds = self.cpu_seconds = self.stolen_seconds = 0.0  # set by run_judges
         self.prompts: list[tuple[str, GenerationParams]] = []
         self._lock = threading.Lock()
         generate, score = engine.generate, engine.choice_probabilities
@@ -101,16 +103,30 @@ class Meter:
 
 
 def run_judges(engine: LocalEngine, judge: PairwiseJudge, cases: list[dict[str, str]], max_tokens: int,
-               threads: int) -> tuple[float, Meter]:
+               threads: int) -> Meter:
     meter = Meter(engine)
     lm = dspy.LM(f"local/{engine.local_model.display_name}", engine=engine, temperature=0.0, max_tokens=max_tokens,
                  cache=False)
-    started = time.perf_counter()
+    started, cpu_started, stolen_started = time.perf_counter(), time.process_time(), stolen_seconds()
     with dspy.context(lm=lm, adapter=TolerantChatAdapter()):
         verdicts = dict(run_concurrently(lambda case: judge(**case), cases, threads))
-    seconds = time.perf_counter() - started
+    meter.seconds = time.perf_counter() - started
+    meter.cpu_seconds = time.process_time() - cpu_started
+    meter.stolen_seconds = stolen_seconds() - stolen_started
     assert len(verdicts) == len(cases)
-    return seconds, meter
+    return meter
+
+
+def stolen_seconds() -> float:
+    """CPU time the hypervisor gave to other guests so far, all cores together (Linux ``/proc/stat``; 0 elsewhere).
+
+    On these shared cores a neighbour's load can slow one run and not the other; this column says when it did.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def raw_generation(model: LocalModel, recorded: list[tuple[str, GenerationParams]], caps: list[int]) -> list[tuple]:
@@ -150,7 +166,10 @@ def continuous_batching(model: LocalModel, prompts, params) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-tokens", type=int, default=24, help="reasoning tokens per judge call")
+    parser.add_argument("--max-tokens", type=int, default=FIT_DEFAULTS.reasoning_tokens,
+                        help="reasoning tokens per judge call (default: a default fit's)")
+    parser.add_argument("--max-turn-chars", type=int, default=FIT_DEFAULTS.max_turn_chars,
+                        help="turns cut to this many characters (default: a default fit's)")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--raw", action="store_true", help="also compare capacity caps and generate_batch")
@@ -165,34 +184,37 @@ def main() -> None:
     print(f"model {model.display_name} on {model.device} in {model.model.dtype}, "
           f"loaded in {time.perf_counter() - load_started:.1f}s, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
-    cases = judge_cases(args.prompts)
-    judge = make_judge(args.demos, args.max_tokens)
+    cases = judge_cases(args.prompts, args.max_turn_chars)
+    judge = make_judge(args.demos, args.max_tokens, args.max_turn_chars)
     prefill_counts = []
-    sequential_s, sequential = run_judges(LocalEngine(model), judge, cases, args.max_tokens, args.threads)
+    sequential = run_judges(LocalEngine(model), judge, cases, args.max_tokens, args.threads)
     prefill_counts.append((model.computed_tokens, model.reused_tokens))
     model.prefix_store.clear()  # the batched run must not start from the sequential run's prompts
     batching_engine = BatchingEngine(model)
     try:
-        batched_s, batched = run_judges(batching_engine, judge, cases, args.max_tokens, args.threads)
+        batched = run_judges(batching_engine, judge, cases, args.max_tokens, args.threads)
     finally:
         batching_engine.close()
     prefill_counts.append((model.computed_tokens - prefill_counts[0][0], model.reused_tokens - prefill_counts[0][1]))
 
     workload = f"persona + {args.demos} demos" if args.demos else "no persona, no demos"
-    print(f"\n{len(cases)} judge calls ({workload}), {args.max_tokens} reasoning tokens max, {args.threads} threads, "
-          "cache off")
-    print(f"{'engine':<26}{'wall s':>9}{'gen calls':>11}{'scorings':>10}{'prompt tok':>12}{'prefilled':>11}"
-          f"{'reused':>9}{'compl tok':>11}{'compl tok/s':>13}{'all tok/s':>11}")
-    for name, seconds, meter, (computed, reused) in (
-            ("sequential (LocalEngine)", sequential_s, sequential, prefill_counts[0]),
-            ("batched (BatchingEngine)", batched_s, batched, prefill_counts[1])):
-        print(f"{name:<26}{seconds:>9.1f}{meter.calls:>11}{meter.scorings:>10}{meter.prompt_tokens:>12}"
-              f"{computed:>11}{reused:>9}{meter.completion_tokens:>11}{meter.completion_tokens / seconds:>13.1f}"
-              f"{(meter.prompt_tokens + meter.completion_tokens) / seconds:>11.1f}")
-    print(f"speed-up (wall time): {sequential_s / batched_s:.2f}x; batched engine: "
-          f"{batching_engine.prefills_run} prefills, {batching_engine.decode_steps} decoding steps")
+    print(f"\n{len(cases)} judge calls ({workload}), {args.max_tokens} reasoning tokens max, turns cut at "
+          f"{args.max_turn_chars} characters, {args.threads} threads, cache off")
+    print(f"{'engine':<26}{'wall s':>9}{'cpu s':>8}{'stolen s':>10}{'gen calls':>11}{'scorings':>10}"
+          f"{'prompt tok':>12}{'prefilled':>11}{'reused':>9}{'compl tok':>11}{'compl tok/s':>13}{'all tok/s':>11}")
+    for name, meter, (computed, reused) in (("sequential (LocalEngine)", sequential, prefill_counts[0]),
+                                            ("batched (BatchingEngine)", batched, prefill_counts[1])):
+        print(f"{name:<26}{meter.seconds:>9.1f}{meter.cpu_seconds:>8.1f}{meter.stolen_seconds:>10.1f}{meter.calls:>11}"
+              f"{meter.scorings:>10}{meter.prompt_tokens:>12}{computed:>11}{reused:>9}{meter.completion_tokens:>11}"
+              f"{meter.completion_tokens / meter.seconds:>13.1f}"
+              f"{(meter.prompt_tokens + meter.completion_tokens) / meter.seconds:>11.1f}")
+    print(f"speed-up: {sequential.seconds / batched.seconds:.2f}x in wall time, "
+          f"{sequential.cpu_seconds / batched.cpu_seconds:.2f}x in this process's CPU time; batched engine: "
+          f"{batching_engine.prefills_run} prefills ({batching_engine.prefill_seconds:.1f} s), "
+          f"{batching_engine.decode_steps} decoding steps ({batching_engine.decode_seconds:.1f} s)")
     print("prefilled = prompt tokens run through the model (scorings included); reused = taken from computed "
-          "prefixes")
+          "prefixes;\nstolen = CPU time the hypervisor gave other guests during the run (a run with much of it is slowed "
+          "by a neighbour: compare CPU times)")
 
     if args.raw:
         print(f"\ngeneration only, the same {len(sequential.prompts)} rendered prompts, greedy")
