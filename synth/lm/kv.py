@@ -8,6 +8,7 @@ equal position distances and the sliding-window mask stays exact.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -264,13 +265,21 @@ class PrefixStore:
         node.children = {tail.tokens[0]: tail}
 
     def _evict(self) -> None:
-        while self._bytes > self.max_bytes:
-            leaves = [node for node in self._nodes() if not node.children and node.last_used < self._clock]
-            if not leaves:
+        """Drop least recently used leaves until the states fit; a parent left without children becomes a leaf in
+        turn. One walk of the tree, however many leaves go (this runs in the decoding loop)."""
+        if self._bytes <= self.max_bytes:
+            return
+        leaves = [(node.last_used, id(node), node) for node in self._nodes() if not node.children]
+        heapq.heapify(leaves)
+        while self._bytes > self.max_bytes and leaves:
+            last_used, _, oldest = heapq.heappop(leaves)
+            if last_used >= self._clock:  # the sequence being stored, and nothing older is left
                 return
-            oldest = min(leaves, key=lambda node: node.last_used)
-            del oldest.parent.children[oldest.tokens[0]]
+            parent = oldest.parent
+            del parent.children[oldest.tokens[0]]
             self._bytes -= oldest.nbytes
+            if parent is not self._root and not parent.children:
+                heapq.heappush(leaves, (parent.last_used, id(parent), parent))
 
     def _nodes(self) -> list[_Node]:
         nodes, stack = [], list(self._root.children.values())
