@@ -10,8 +10,8 @@ from typing import Any
 import dspy
 import gradio as gr
 
-from components.model_handle import ModelHandle
 from components.insights_tab import build_insights_tab
+from components.model_handle import ModelHandle
 from components.try_tab import SHORTCUTS_JS, build_try_tab
 from synth.lm import build_lm
 from synth.lm.gpu import gpu_task

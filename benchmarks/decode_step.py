@@ -26,10 +26,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fit_time import DUMMY_ARCHITECTURES, build_dummy  # noqa: E402
+from fit_time import DUMMY_ARCHITECTURES, build_dummy
 
-from synth.lm import resolve_spec  # noqa: E402
-from synth.lm.local import DecodeBatch, DecodeRow, GenerationParams, LocalModel  # noqa: E402
+from synth.lm import resolve_spec
+from synth.lm.local import DecodeBatch, DecodeRow, GenerationParams, LocalModel
 
 STOP = ("[[ ## preferred ## ]]",)  # the judge's stop string, so stop checks cost what they cost in a fit
 

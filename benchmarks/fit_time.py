@@ -40,29 +40,30 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import dspy  # noqa: E402
-from throughput import Meter  # noqa: E402
+import dspy
+from throughput import Meter
 
-from synth.data import load_pairs  # noqa: E402
-from synth.lm import build_lm, fit_threads  # noqa: E402
-from synth.lm import local as local_module  # noqa: E402
-from synth.pipeline import SynthesizeMe  # noqa: E402
+from synth.data import load_pairs
+from synth.lm import build_lm, fit_threads
+from synth.lm import local as local_module
+from synth.pipeline import SynthesizeMe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # The published shapes of models a user would run (config.json of the Hugging Face checkpoint); the vocabulary
 # is taken from the tokenizer given.
 DUMMY_ARCHITECTURES = {
-    "llama-3.2-3b": dict(
-        model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-        num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5, max_position_embeddings=131072,
-        tie_word_embeddings=True, rope_theta=500000.0,
-        rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                      "original_max_position_embeddings": 8192}),
+    "llama-3.2-3b": {
+        "model_type": "llama", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28,
+        "num_attention_heads": 24, "num_key_value_heads": 8, "head_dim": 128, "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 131072, "tie_word_embeddings": True, "rope_theta": 500000.0,
+        "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192}},
     # Not a real model: the cheapest one that makes the same calls, for --schedule gpu on a CPU.
-    "tiny-llama": dict(
-        model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=131072, tie_word_embeddings=True),
+    "tiny-llama": {
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 131072,
+        "tie_word_embeddings": True},
 }
 
 
@@ -93,8 +94,8 @@ def one_fit(lm: dspy.LM, pairs, args) -> dict:
     model.prefix_store.clear()
     engine.peak_rows = 0
     meter = Meter(engine)
-    before = dict(computed=model.computed_tokens, reused=model.reused_tokens, prefills=engine.prefills_run,
-                  steps=engine.decode_steps, prefill_s=engine.prefill_seconds, decode_s=engine.decode_seconds)
+    before = {"computed": model.computed_tokens, "reused": model.reused_tokens, "prefills": engine.prefills_run,
+              "steps": engine.decode_steps, "prefill_s": engine.prefill_seconds, "decode_s": engine.decode_seconds}
     fitted = SynthesizeMe(lm=lm, quick=args.quick, num_threads=args.threads,
                           **({"reasoning_tokens": args.reasoning_tokens} if args.reasoning_tokens else {}))
     started = time.perf_counter()

@@ -32,12 +32,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import dspy  # noqa: E402
-from throughput import Meter  # noqa: E402
+import dspy
+from throughput import Meter
 
-from synth.data import PreferencePair, load_pairs  # noqa: E402
-from synth.lm import build_lm  # noqa: E402
-from synth.pipeline import SynthesizeMe  # noqa: E402
+from synth.data import PreferencePair, load_pairs
+from synth.lm import build_lm
+from synth.pipeline import SynthesizeMe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 

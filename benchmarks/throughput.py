@@ -25,17 +25,17 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import dspy  # noqa: E402
+import dspy
 
-from synth.data import PreferencePair, Turn, load_pairs  # noqa: E402
-from synth.judge import PairwiseJudge  # noqa: E402
-from synth.lm import local as local_module  # noqa: E402
-from synth.lm import packaged_model_path  # noqa: E402
-from synth.lm.batching import BatchingEngine  # noqa: E402
-from synth.lm.local import GenerationParams, LocalEngine, LocalModel  # noqa: E402
-from synth.parallel import run_concurrently  # noqa: E402
-from synth.signatures import TolerantChatAdapter  # noqa: E402
-from synth.steps import StepSettings, judge_inputs  # noqa: E402
+from synth.data import PreferencePair, Turn, load_pairs
+from synth.judge import PairwiseJudge
+from synth.lm import local as local_module
+from synth.lm import packaged_model_path
+from synth.lm.batching import BatchingEngine
+from synth.lm.local import GenerationParams, LocalEngine, LocalModel
+from synth.parallel import run_concurrently
+from synth.signatures import TolerantChatAdapter
+from synth.steps import StepSettings, judge_inputs
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -89,7 +89,7 @@ class Meter:
             results = generate(prompts, params)
             with self._lock:
                 self.calls += len(results)
-                self.prompts.extend(zip(prompts, params))
+                self.prompts.extend(zip(prompts, params, strict=True))
                 self.prompt_tokens += sum(r.prompt_tokens for r in results)
                 self.completion_tokens += sum(r.completion_tokens for r in results)
             return results
@@ -132,7 +132,7 @@ def stolen_seconds() -> float:
 def raw_generation(model: LocalModel, recorded: list[tuple[str, GenerationParams]], caps: list[int]) -> list[tuple]:
     """Generation alone on the recorded prompts: our generate per capacity cap vs transformers' generate_batch."""
     rows = []
-    prompts, params = zip(*recorded)
+    prompts, params = zip(*recorded, strict=True)
     saved_cap = local_module.CPU_BATCH_CAP
     try:
         for cap in caps:
@@ -213,8 +213,8 @@ def main() -> None:
           f"{batching_engine.prefills_run} prefills ({batching_engine.prefill_seconds:.1f} s), "
           f"{batching_engine.decode_steps} decoding steps ({batching_engine.decode_seconds:.1f} s)")
     print("prefilled = prompt tokens run through the model (scorings included); reused = taken from computed "
-          "prefixes;\nstolen = CPU time the hypervisor gave other guests during the run (a run with much of it is slowed "
-          "by a neighbour: compare CPU times)")
+          "prefixes;\nstolen = CPU time the hypervisor gave other guests during the run "
+          "(a run with much of it is slowed by a neighbour: compare CPU times)")
 
     if args.raw:
         print(f"\ngeneration only, the same {len(sequential.prompts)} rendered prompts, greedy")

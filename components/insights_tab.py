@@ -166,7 +166,8 @@ def _status(fit: _Fit) -> str:
     min_users = int(result.params.get("min_users", 0))
     return (
         f"**{result.n_users} personas** ({n_sample} from the bundled synthetic sample, "
-        f"{result.n_users - n_sample} from people who opted in) \u2192 {len(result.statements)} trait statements \u2192 "
+        f"{result.n_users - n_sample} from people who opted in) \u2192 "
+        f"{len(result.statements)} trait statements \u2192 "
         f"**{len(result.leaves)} insights** in {len(result.themes)} themes.  \n"
         f"Privacy floor: clusters with fewer than **{min_users} users** are not shown; "
         f"**{result.hidden_small_clusters}** such clusters are hidden. A user can appear in several insights."

@@ -31,12 +31,24 @@ class BankPair:
 
 
 def load_bank(path: Path = BANK_PATH) -> list[BankPair]:
+    """Read the pair bank (JSONL); a broken row names its file, line and field, so an edited bank fails clearly."""
     bank = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
             row = json.loads(line)
-            bank.append(BankPair(row["id"], row["topic"], row["dimension"], row["prompt"],
-                                 (row["responses"][0]["content"], row["responses"][1]["content"])))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not valid JSON ({error.msg})") from error
+        missing = [name for name in ("id", "topic", "dimension", "prompt", "responses") if name not in row]
+        if missing:
+            raise ValueError(f"{where}: missing field {missing[0]!r}")
+        try:
+            responses = (row["responses"][0]["content"], row["responses"][1]["content"])
+        except (IndexError, KeyError, TypeError) as error:
+            raise ValueError(f"{where}: field 'responses' must hold two objects with 'content'") from error
+        bank.append(BankPair(row["id"], row["topic"], row["dimension"], row["prompt"], responses))
     return bank
 
 

@@ -5,6 +5,7 @@ Only wiring and rendering live here; labeling state is in ``components.labeling`
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,8 @@ document.addEventListener('keydown', (event) => {
   const target = event.target;
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   if (target && (target.tagName === 'INPUT' || target.tagName === 'TEXTAREA' || target.isContentEditable)) return;
-  const ids = {ArrowLeft: 'btn-left', ArrowRight: 'btn-right', s: 'btn-skip', S: 'btn-skip', u: 'btn-undo', U: 'btn-undo'};
+  const ids = {ArrowLeft: 'btn-left', ArrowRight: 'btn-right',
+               s: 'btn-skip', S: 'btn-skip', u: 'btn-undo', U: 'btn-undo'};
   const id = ids[event.key];
   if (!id) return;
   const button = document.getElementById(id);
@@ -57,7 +59,8 @@ def pair_view(session: LabelSession | None) -> tuple[str, str, str, str, str]:
         return progress, prompt, "", "", labels_html(session)
     prompt = (f'<div class="prompt-card"><div class="prompt-meta">{escape(shown.pair.topic)}</div>'
               f'<div class="text-block prompt-text">{escape(shown.pair.prompt)}</div></div>')
-    left = f'<div class="reply-card"><div class="reply-tag">Left</div><div class="text-block">{escape(shown.left)}</div></div>'
+    left = (f'<div class="reply-card"><div class="reply-tag">Left</div>'
+            f'<div class="text-block">{escape(shown.left)}</div></div>')
     right = (f'<div class="reply-card"><div class="reply-tag">Right</div>'
              f'<div class="text-block">{escape(shown.right)}</div></div>')
     return progress, prompt, left, right, labels_html(session)
@@ -74,7 +77,7 @@ def labels_html(session: LabelSession) -> str:
     if not session.labels:
         return '<div class="labels empty">No labels yet.</div>'
     rows = []
-    for number, label in enumerate(session.labels, start=1):
+    for label in session.labels:
         rows.append(f'<li><span class="label-src">{escape(label.source)}</span> '
                     f'<span class="label-prompt">{escape(label.pair.prompt[:120])}</span>'
                     f'<div class="label-chosen">preferred: {escape(label.pair.chosen.content[:160])}</div></li>')
@@ -168,10 +171,8 @@ def build_try_tab(demo: gr.Blocks, model: ModelHandle, bank: list[BankPair] | No
     def wait_for_model():
         model.start()
         yield model.status()
-        try:
+        with contextlib.suppress(RuntimeError):
             model.get()
-        except RuntimeError:
-            pass
         yield model.status()
 
     demo.load(start_session, outputs=[session_state, *label_outputs], queue=False, api_name="start_session")

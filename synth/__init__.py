@@ -8,5 +8,14 @@ from synth.lm import build_lm
 from synth.metrics import Accuracy
 from synth.pipeline import DefaultJudge, SynthesizeMe
 
-__all__ = ["SynthesizeMe", "DefaultJudge", "PreferencePair", "Turn", "load_pairs", "save_pairs", "PairFileError",
-           "build_lm", "Accuracy"]
+__all__ = [
+    "Accuracy",
+    "DefaultJudge",
+    "PairFileError",
+    "PreferencePair",
+    "SynthesizeMe",
+    "Turn",
+    "build_lm",
+    "load_pairs",
+    "save_pairs",
+]

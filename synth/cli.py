@@ -64,9 +64,7 @@ class ProgressView:
             self._step()
         elif isinstance(event, ev.PersonaReady):
             self._step()
-        elif isinstance(event, ev.StageFinished):
-            self._close()
-        elif isinstance(event, ev.FitFinished):
+        elif isinstance(event, (ev.StageFinished, ev.FitFinished)):
             self._close()
 
     def _step(self) -> None:

@@ -252,7 +252,8 @@ def split_train_validation(pairs: Sequence[PreferencePair], validation_fraction:
         return marked_train, marked_val
     pairs = list(pairs)
     if len(pairs) < 2:
-        raise ValueError(f"need at least 2 preference pairs to fit (one to learn from, one to validate), got {len(pairs)}")
+        raise ValueError(f"need at least 2 preference pairs to fit (one to learn from, one to validate), "
+                         f"got {len(pairs)}")
     n_val = min(len(pairs) - 1, max(1, round(len(pairs) * validation_fraction)))
     return pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val:]
 

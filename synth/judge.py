@@ -49,7 +49,7 @@ class PairwiseJudge(dspy.Module):
         return list(self.reason.predict.demos)
 
     def forward(self, conversation: str, first_reply: str, second_reply: str) -> dspy.Prediction:
-        inputs = dict(conversation=conversation, first_reply=first_reply, second_reply=second_reply)
+        inputs = {"conversation": conversation, "first_reply": first_reply, "second_reply": second_reply}
         scorer = getattr(getattr(dspy.settings.lm, "engine", None), "score_choices", None)
         judgment = self._judge_by_probabilities(inputs, scorer) if scorer else self._judge_by_parsing(inputs)
         return dspy.Prediction(reasoning=judgment.reasoning, preferred=judgment.preferred,

@@ -23,12 +23,12 @@ from synth.judge import PairwiseJudge, judgment_of
 from synth.lm import build_lm, configure_cache, fit_threads
 from synth.metrics import Accuracy, accuracy_with_interval
 from synth.signatures import PERSONA_HEADER, VERDICTS, TolerantChatAdapter
-from synth.steps import (BOOTSTRAPPED, Candidate, StepRunner, StepSettings, Trace, judge_inputs, score_pairs)
+from synth.steps import BOOTSTRAPPED, Candidate, StepRunner, StepSettings, Trace, judge_inputs, score_pairs
 from synth.theta import load_theta
 
 ARTIFACT_FORMAT = "synthesizeme-studio/1"
-QUICK = dict(num_candidates=3, max_demos=2, reasoning_tokens=48, persona_tokens=120)
-PLACEHOLDERS = dict(conversation="{conversation}", first_reply="{first_reply}", second_reply="{second_reply}")
+QUICK = {"num_candidates": 3, "max_demos": 2, "reasoning_tokens": 48, "persona_tokens": 120}
+PLACEHOLDERS = {"conversation": "{conversation}", "first_reply": "{first_reply}", "second_reply": "{second_reply}"}
 
 _cache_configured = threading.Lock()
 _cache_ready = False
@@ -145,8 +145,8 @@ class SynthesizeMe(_PairwiseEstimator):
                  theta: str | Path | None = None, validation_fraction: float = 0.3, reasoning_tokens: int = 256,
                  persona_tokens: int = 320, max_turn_chars: int = 2000, num_threads: int | None = None,
                  quick: bool = False, cache_dir: str | None = None):
-        settings = dict(num_candidates=num_candidates, max_demos=max_demos, reasoning_tokens=reasoning_tokens,
-                        persona_tokens=persona_tokens)
+        settings = {"num_candidates": num_candidates, "max_demos": max_demos, "reasoning_tokens": reasoning_tokens,
+                    "persona_tokens": persona_tokens}
         if quick:
             settings.update(QUICK)
         super().__init__(lm=lm, reasoning_tokens=settings["reasoning_tokens"], max_turn_chars=max_turn_chars,

@@ -76,7 +76,7 @@ class TolerantChatAdapter(ChatAdapter):
                 sections[current].append(line)
         texts = {k: "\n".join(v).strip() for k, v in sections.items()}
         outputs = list(signature.output_fields)
-        fields: dict[str, Any] = {name: None for name in outputs}
+        fields: dict[str, Any] = dict.fromkeys(outputs)
         if texts.get(None) and not any(texts.get(name) for name in outputs):
             texts[outputs[0]] = texts[None]
         for name in outputs:

@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass, field
 import dspy
 
 from synth.data import PreferencePair, render_conversation, truncate_middle
-from synth.events import (CandidateScored, Event, PersonaReady, Stage, StageFinished, StageStarted,
-                          TraceBootstrapped)
+from synth.events import CandidateScored, Event, PersonaReady, Stage, StageFinished, StageStarted, TraceBootstrapped
 from synth.judge import Judgment, PairwiseJudge, judgment_of, p_correct
 from synth.parallel import run_concurrently
 from synth.signatures import VERDICTS
@@ -81,8 +80,8 @@ def judge_inputs(pair: PreferencePair, chosen_first: bool, max_turn_chars: int) 
     chosen = truncate_middle(pair.chosen.content, max_turn_chars)
     rejected = truncate_middle(pair.rejected.content, max_turn_chars)
     first, second = (chosen, rejected) if chosen_first else (rejected, chosen)
-    return dict(conversation=render_conversation(pair.context, max_turn_chars), first_reply=first,
-                second_reply=second)
+    return {"conversation": render_conversation(pair.context, max_turn_chars), "first_reply": first,
+            "second_reply": second}
 
 
 def user_choice(chosen_first: bool) -> str:

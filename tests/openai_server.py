@@ -20,7 +20,7 @@ class ScriptedOpenAIServer:
         engine_ref = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
+            def do_POST(self):  # http.server dispatches on this exact name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if not self.path.endswith("/chat/completions"):
                     self.send_error(404)

@@ -12,9 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import app  # noqa: E402
-from tests.scripted import scripted_lm  # noqa: E402
-from tests.test_app_client import free_port  # noqa: E402
+import app
+from tests.scripted import scripted_lm
+from tests.test_app_client import free_port
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"

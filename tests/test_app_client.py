@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import Client, handle_file
 
-import app  # noqa: E402
-from synth.store import PersonaStore  # noqa: E402
-from tests.scripted import scripted_lm  # noqa: E402
+import app
+from synth.store import PersonaStore
+from tests.scripted import scripted_lm
 
 
 def free_port() -> int:
@@ -99,7 +100,7 @@ def test_full_flow_quick_fit_persona_demos_and_judge(scripted_app, tmp_path):
     assert "candidate 0" in run_log and "Persona written" in run_log
     assert "The user prefers short replies." in persona and 'id="persona-card"' in persona
     assert "### system" in judge_prompt and "The user prefers short replies." in generation_prompt
-    artifact = json.loads(open(artifact_path, encoding="utf-8").read())
+    artifact = json.loads(Path(artifact_path).read_text(encoding="utf-8"))
     assert artifact["persona"] == "The user prefers short replies."
     assert f'Chose candidate {artifact["chosen"]["demos"]}: {len(artifact["demos"])} demos' in run_log
     assert ("Demo 1" in demos) if artifact["demos"] else ("No demos chosen" in demos)
@@ -118,7 +119,8 @@ def test_import_export_and_reload(scripted_app, tmp_path):
     client = Client(scripted_app, verbose=False)
     client.predict(api_name="/start_session")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"context": [{"role": "user", "content": "hi"}], "chosen": {"role": "assistant", "content": "a"}}\n')
+    bad.write_text('{"context": [{"role": "user", "content": "hi"}], '
+                   '"chosen": {"role": "assistant", "content": "a"}}\n')
     message = client.predict(handle_file(str(bad)), api_name="/import_pairs")[0]
     assert "bad.jsonl, line 1, field &#x27;rejected&#x27;: missing required field" in message
 
@@ -132,7 +134,8 @@ def test_import_export_and_reload(scripted_app, tmp_path):
     assert "Imported 5 pair(s)" in message and progress.startswith("5 labeled")
     exported = client.predict(api_name="/export_labels")  # an update that also makes the file visible
     assert exported["visible"] is True, exported
-    exported_rows = [json.loads(line) for line in open(exported["value"], encoding="utf-8")]
+    with open(exported["value"], encoding="utf-8") as lines:
+        exported_rows = [json.loads(line) for line in lines]
     assert [r["chosen"]["content"] for r in exported_rows] == [f"Short {i}." for i in range(5)]
 
     artifact_path = client.predict("Quick", False, api_name="/run_fit")[6]

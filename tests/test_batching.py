@@ -12,15 +12,16 @@ import threading
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from synth.lm import fit_threads, gpu_task, make_engine  # noqa: E402
-from synth.lm import local as local_module  # noqa: E402
-from synth.lm.batching import BatchingEngine  # noqa: E402
-from synth.lm.local import (  # noqa: E402
+from synth.lm import fit_threads, gpu_task, make_engine
+from synth.lm import local as local_module
+from synth.lm.batching import BatchingEngine
+from synth.lm.local import (
     CPU_BATCH_CAP,
     GPU_BATCH_CAP,
     EngineClosed,
@@ -51,9 +52,9 @@ def build_tiny_model(directory, sliding_window: int | None = None) -> str:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
                                         eos_token="</s>")
     torch.manual_seed(0)
-    shape = dict(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0,
-                 bos_token_id=1, eos_token_id=2)
+    shape = {"vocab_size": len(vocab), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512, "pad_token_id": 0,
+             "bos_token_id": 1, "eos_token_id": 2}
     if sliding_window:
         model = Gemma3ForCausalLM(Gemma3TextConfig(**shape, head_dim=16, sliding_window=sliding_window,
                                                    layer_types=["sliding_attention", "full_attention"]))
@@ -90,7 +91,7 @@ def reference_greedy(model: LocalModel, prompt: str, max_new_tokens: int) -> str
 def test_batched_greedy_equals_sequential_reference(tiny_model):
     lengths = [3 + (i % 4) * 5 for i in range(len(PROMPTS))]  # per-request max tokens
     batched = tiny_model.generate(PROMPTS, [GenerationParams(max_new_tokens=n) for n in lengths])
-    for prompt, n, result in zip(PROMPTS, lengths, batched):
+    for prompt, n, result in zip(PROMPTS, lengths, batched, strict=True):
         assert result.text == reference_greedy(tiny_model, prompt, n)
         assert result.completion_tokens <= n
 
@@ -108,7 +109,7 @@ def test_rows_join_as_others_finish_and_equal_the_reference(model_name, request,
     prompts = [SHARED + prompt for prompt in PROMPTS[:10]]
     lengths = [2 + (i * 7) % 13 for i in range(10)]
     results = model.generate(prompts, [GenerationParams(max_new_tokens=n) for n in lengths])
-    for prompt, n, result in zip(prompts, lengths, results):
+    for prompt, n, result in zip(prompts, lengths, results, strict=True):
         assert result.text == reference_greedy(model, prompt, n)
 
 
@@ -141,7 +142,9 @@ def test_each_branch_of_a_stage_is_computed_once(tiny_model):
     computed, reused = tiny_model.computed_tokens, tiny_model.reused_tokens
     results = tiny_model.generate(prompts, [GenerationParams(max_new_tokens=4)] * len(prompts))
     assert tiny_model.computed_tokens - computed == distinct_prefixes(encoded)
-    branches = [os.path.commonprefix(encoded), os.path.commonprefix(encoded[:3]), os.path.commonprefix(encoded[3:])]
+    # element-wise common prefixes of the token-id lists
+    branches = [os.path.commonprefix(encoded), os.path.commonprefix(encoded[:3]),  # noqa: RUF071
+                os.path.commonprefix(encoded[3:])]  # noqa: RUF071
     # each branch ran once as a row of its own, the candidates' starting from the instructions
     assert tiny_model.reused_tokens - reused == sum(map(len, encoded + branches)) - distinct_prefixes(encoded)
     assert [r.text for r in results] == [reference_greedy(tiny_model, p, 4) for p in prompts]
@@ -219,7 +222,7 @@ def test_sliding_window_scoring_continues_remembered_prompts(sliding_model):
     sliding_model.generate(prompts, [GenerationParams(max_new_tokens=2)] * 4)
     before = sliding_model.reused_tokens
     reused = sliding_model.choice_probabilities(continuations, ["a", "b"])
-    assert sum(reused, []) == pytest.approx(sum(fresh, []), abs=1e-5)
+    assert list(chain.from_iterable(reused)) == pytest.approx(list(chain.from_iterable(fresh)), abs=1e-5)
     assert sliding_model.reused_tokens - before == sum(len(sliding_model.encode(p)) for p in prompts)
 
 
@@ -292,7 +295,7 @@ def test_sampling_is_seeded_per_request_whatever_the_batch(tiny_model):
 def test_batched_choice_probabilities_equal_one_by_one(tiny_model):
     for choices in (["a", "b"], ["ab", "ac"]):  # distinct first tokens / shared first token
         batched = tiny_model.choice_probabilities(PROMPTS[:8], choices)
-        for prompt, probabilities in zip(PROMPTS[:8], batched):
+        for prompt, probabilities in zip(PROMPTS[:8], batched, strict=True):
             alone = tiny_model.choice_probabilities([prompt], choices)[0]
             assert probabilities == pytest.approx(alone, abs=1e-5)
             assert sum(probabilities) == pytest.approx(1.0)
@@ -302,22 +305,25 @@ def test_scoring_after_generation_reuses_the_prompt_and_the_reasoning(tiny_model
     """A judge's verdict is scored on its prompt + its own reasoning: both come from the finished row's states."""
     tiny_model.prefix_store.clear()
     generated = tiny_model.generate(PROMPTS[:6], [GenerationParams(max_new_tokens=3)] * 6)
-    continuations = [prompt + result.text + " Verdict:" for prompt, result in zip(PROMPTS[:6], generated)]
-    ran = sum(len(tiny_model.encode(p)) + result.completion_tokens - 1 for p, result in zip(PROMPTS[:6], generated))
+    continuations = [prompt + result.text + " Verdict:"
+                     for prompt, result in zip(PROMPTS[:6], generated, strict=True)]
+    ran = sum(len(tiny_model.encode(p)) + result.completion_tokens - 1
+              for p, result in zip(PROMPTS[:6], generated, strict=True))
     before = tiny_model.reused_tokens
-    remembered = {choices: tiny_model.choice_probabilities(continuations, choices) for choices in (("a", "b"), ("ab", "ac"))}
+    remembered = {choices: tiny_model.choice_probabilities(continuations, choices)
+                  for choices in (("a", "b"), ("ab", "ac"))}
     # each scoring row started from its whole prompt and reasoning: once for ("a", "b"), twice for ("ab", "ac")
     assert tiny_model.reused_tokens - before == 3 * ran
     tiny_model.prefix_store.clear()
     for choices, expected in remembered.items():
         fresh = tiny_model.choice_probabilities(continuations, choices)
-        assert sum(fresh, []) == pytest.approx(sum(expected, []), abs=1e-5)
+        assert list(chain.from_iterable(fresh)) == pytest.approx(list(chain.from_iterable(expected)), abs=1e-5)
 
 
 @pytest.mark.timeout(120)
 def test_sixteen_threads_each_get_their_own_answer(tiny_model):
-    expected = {p: r for p, r in zip(PROMPTS, LocalEngine(tiny_model).generate(
-        PROMPTS, [GenerationParams(max_new_tokens=8)] * len(PROMPTS)))}
+    expected = dict(zip(PROMPTS, LocalEngine(tiny_model).generate(
+        PROMPTS, [GenerationParams(max_new_tokens=8)] * len(PROMPTS)), strict=True))
     engine = BatchingEngine(tiny_model)
     try:
         def call(prompt):
@@ -366,7 +372,7 @@ def test_an_erroring_request_fails_only_its_caller(tiny_model, monkeypatch):
 
     monkeypatch.setattr(tiny_model, "encode", fragile_encode)
     engine = BatchingEngine(tiny_model)
-    prompts = PROMPTS[:7] + ["User: BOOM\n\nAssistant:"]
+    prompts = [*PROMPTS[:7], "User: BOOM\n\nAssistant:"]
     try:
         def call(prompt):
             try:
@@ -482,14 +488,14 @@ def test_packaged_model_batched_equals_sequential():
     model = LocalModel(packaged_model_path(), dtype="float32").load()
     prompts = PROMPTS[:4]
     batched = model.generate(prompts, [GenerationParams(max_new_tokens=6)] * 4)
-    for prompt, result in zip(prompts, batched):
+    for prompt, result in zip(prompts, batched, strict=True):
         assert result.text == reference_greedy(model, prompt, 6)
     engine = BatchingEngine(model)
     try:
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda p: engine.score_choices([{"role": "user", "content": p}], "Verdict: ",
                                                                    ["First", "Second"]), prompts * 4))
-        for prompt, answer in zip(prompts * 4, answers):
+        for prompt, answer in zip(prompts * 4, answers, strict=True):
             alone = model.choice_probabilities([model.render([{"role": "user", "content": prompt}],
                                                              assistant_prefix="Verdict: ")], ["First", "Second"])[0]
             assert answer == pytest.approx(alone, abs=1e-4)

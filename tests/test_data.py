@@ -7,8 +7,7 @@ import json
 import pytest
 
 from synth.cli import EXIT_BAD_INPUT, main
-from synth.data import (MAX_TURN_CHARS, PairFileError, load_pairs, save_pairs, split_train_validation,
-                        truncate_middle)
+from synth.data import MAX_TURN_CHARS, PairFileError, load_pairs, save_pairs, split_train_validation, truncate_middle
 
 GOOD = {"context": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                     {"role": "user", "content": "Plan my week"}],

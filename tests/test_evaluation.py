@@ -12,10 +12,24 @@ import pytest
 from synth.data import PairFileError, PreferencePair
 from synth.evaluation import cli
 from synth.evaluation.context_scaling import fit_slope, run_context_scaling, scaling_analysis
-from synth.evaluation.datasets import (demographics_text, group_by_user, load_eval_dataset, load_parquet_pairs,
-                                       load_prism_raw, synthetic_dataset, write_jsonl_pairs, write_parquet_pairs)
-from synth.evaluation.protocol import (JudgePrompt, MethodSettings, judge_test_pairs, parse_methods, split_user,
-                                       summarize_scores)
+from synth.evaluation.datasets import (
+    demographics_text,
+    group_by_user,
+    load_eval_dataset,
+    load_parquet_pairs,
+    load_prism_raw,
+    synthetic_dataset,
+    write_jsonl_pairs,
+    write_parquet_pairs,
+)
+from synth.evaluation.protocol import (
+    JudgePrompt,
+    MethodSettings,
+    judge_test_pairs,
+    parse_methods,
+    split_user,
+    summarize_scores,
+)
 from synth.evaluation.runner import LEDGER_NAME, Ledger, RunConfig, run_evaluation
 from tests.scripted import ScriptedEngine, make_pairs, scripted_lm
 
@@ -50,7 +64,7 @@ def test_split_is_50_20_30_seeded_and_disjoint():
 
 def test_dataset_split_column_is_honoured():
     names = ["train", "train", "val", "test", "test", "train"]
-    pairs = [p.with_split(s) for p, s in zip(make_pairs(6), names)]
+    pairs = [p.with_split(s) for p, s in zip(make_pairs(6), names, strict=True)]
     split = split_user("u", pairs)
     assert split.from_dataset
     assert [p.chosen.content for p in split.test] == [pairs[3].chosen.content, pairs[4].chosen.content]
@@ -222,7 +236,8 @@ def test_torn_ledger_line_is_dropped_and_damaged_one_named(tmp_path):
 
 # ---- loaders ----------------------------------------------------------------------------------------------------
 def test_jsonl_and_parquet_round_trip_grouped_by_user(tmp_path):
-    pairs = [p.with_split(s) for p, s in zip(population(2, 6), ["train", "train", "train", "val", "test", "test"] * 2)]
+    splits = ["train", "train", "train", "val", "test", "test"] * 2
+    pairs = [p.with_split(s) for p, s in zip(population(2, 6), splits, strict=True)]
     write_jsonl_pairs(pairs, tmp_path / "bench.jsonl")
     write_parquet_pairs(pairs, tmp_path / "bench.parquet")
     for name in ("bench.jsonl", "bench.parquet"):
@@ -247,7 +262,7 @@ def test_bad_rows_are_named_by_file_line_and_field(tmp_path):
     (tmp_path / "anon.jsonl").write_text("".join(json.dumps(r) + "\n" for r in no_user))
     with pytest.raises(PairFileError, match="line 3, field 'user_id'"):
         load_eval_dataset(tmp_path / "anon.jsonl")
-    with pytest.raises(PairFileError, match="not a .jsonl"):
+    with pytest.raises(PairFileError, match=r"not a \.jsonl"):
         load_eval_dataset(tmp_path / "pairs.csv")
 
 
@@ -269,8 +284,9 @@ def test_raw_prism_ratings_become_pairs_with_demographics(tmp_path):
     ]}
     other = {"conversation_id": "c2", "user_id": "user-8", "conversation_history": [
         _prism_message(0, "user", "Hi"), _prism_message(0, "model", "Hello!", 50, True, "a")]}
-    survey = [{"user_id": "user-9", "age": "25-34 years old", "gender": "Female", "religion": {"simplified": "No religion"},
-               "location": {"reside_country": "Canada"}, "education": "Prefer not to say"}]
+    survey = [{"user_id": "user-9", "age": "25-34 years old", "gender": "Female",
+               "religion": {"simplified": "No religion"}, "location": {"reside_country": "Canada"},
+               "education": "Prefer not to say"}]
     (tmp_path / "conversations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (conversation, other)))
     (tmp_path / "survey.jsonl").write_text("".join(json.dumps(r) + "\n" for r in survey))
     dataset = load_prism_raw(tmp_path, min_pairs=1)
@@ -297,9 +313,9 @@ def test_raw_prism_folder_needs_five_pairs_per_user_by_default(tmp_path):
 def test_synthetic_population_follows_each_users_taste():
     dataset, users = synthetic_dataset(4, 6, seed=1)
     assert [len(u.pairs) for u in dataset.users] == [6] * 4
-    bank = {json.loads(line)["prompt"]: json.loads(line) for line in open(
-        "assets/pair_bank.jsonl", encoding="utf-8")}
-    for user, data in zip(users, dataset.users):
+    with open("assets/pair_bank.jsonl", encoding="utf-8") as lines:
+        bank = {json.loads(line)["prompt"]: json.loads(line) for line in lines}
+    for user, data in zip(users, dataset.users, strict=True):
         for pair in data.pairs:
             row = bank[pair.prompt]
             preferred = row["responses"][user.poles[row["dimension"]]]["content"]

@@ -23,6 +23,7 @@ from synth.insights import (
 )
 from synth.insights.cli import main as insights_main
 from synth.insights.cli import register
+from synth.insights.embedding import CachedEmbedder
 from synth.insights.naming import CentralStatementNamer, GroupToName
 from synth.insights.parts import KMeansClusterer, PCAProjector
 from synth.population import (
@@ -60,6 +61,24 @@ class TopicEmbedder:
 
 
 TOPICS = ["cook", "privacy", "garden", "chess"]
+
+
+def test_cached_embedder_embeds_each_text_once_across_calls(tmp_path):
+    cached = CachedEmbedder(TopicEmbedder(TOPICS), cache_dir=tmp_path)
+    first = cached.embed(["I cook", "I garden", "I cook"])
+    assert (cached.hits, cached.misses) == (0, 2)
+    later_run = CachedEmbedder(TopicEmbedder(TOPICS), cache_dir=tmp_path)
+    np.testing.assert_array_equal(later_run.embed(["I garden", "I cook"]), first[[1, 0]])
+    assert (later_run.hits, later_run.misses) == (2, 0)
+
+
+def test_cached_embedder_rejects_an_embedder_that_drops_texts(tmp_path):
+    class Dropping(TopicEmbedder):
+        def embed(self, texts: list[str]) -> np.ndarray:
+            return super().embed(texts)[:-1]
+
+    with pytest.raises(ValueError, match="returned 1 vectors for 2 texts"):
+        CachedEmbedder(Dropping(TOPICS), cache_dir=tmp_path).embed(["I cook", "I garden"])
 
 
 # The documented schema of one entry of insights.json (issue: CLI JSON schema).
@@ -365,7 +384,8 @@ def test_read_personas_jsonl_errors_name_file_line_and_field(tmp_path: Path) -> 
         '{"user_id": "a", "persona": "x"}\n{"user_id": "b", "persona": ""}\n': "bad.jsonl:2: field 'persona' is empty",
         '{"user_id": "a", "persona": "x"}\nnot json\n': "bad.jsonl:2: not valid JSON",
         '{"user_id": ["a"], "persona": "x"}\n': "bad.jsonl:1: field 'user_id' must be a string",
-        '{"user_id": "a", "persona": "x"}\n{"user_id": "a", "persona": "y"}\n': "bad.jsonl:2: field 'user_id' repeats 'a' from line 1",
+        '{"user_id": "a", "persona": "x"}\n{"user_id": "a", "persona": "y"}\n':
+            "bad.jsonl:2: field 'user_id' repeats 'a' from line 1",
         "": "bad.jsonl: no personas found",
     }
     bad = tmp_path / "bad.jsonl"
@@ -388,7 +408,7 @@ def test_read_artifact_takes_user_id_from_key_or_file_name(tmp_path: Path) -> No
     assert read_artifact(keyed)[0].user_id == "u-1"
     keyed.write_text(json.dumps({"demos": []}))
     with pytest.raises(
-        PopulationFileError, match="artifact.json:1: missing field 'persona'"
+        PopulationFileError, match=r"artifact\.json:1: missing field 'persona'"
     ):
         read_artifact(keyed)
 

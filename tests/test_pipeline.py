@@ -76,7 +76,7 @@ def test_same_seed_reproduces_and_other_seed_differs():
     other, _, _ = fit(seed=11)
     assert first.get_persona() == again.get_persona()
     assert first.get_demos() == again.get_demos()
-    strip = lambda m: [{k: v for k, v in c.items()} for c in m.artifact_["candidates"]]  # noqa: E731
+    strip = lambda m: [dict(c.items()) for c in m.artifact_["candidates"]]  # noqa: E731
     assert strip(first) == strip(again)
     assert [c["trace_ids"] for c in strip(first)] != [c["trace_ids"] for c in strip(other)]
 
@@ -151,7 +151,7 @@ def test_fit_events_streams_and_cancels():
 
 
 def test_quick_mode_shrinks_the_search():
-    lm, engine = scripted_lm()
+    lm, _engine = scripted_lm()
     model = SynthesizeMe(lm=lm, quick=True).fit(make_pairs(8, TRICKS))
     assert model.num_candidates == 3 and model.reasoning_tokens == 48
     assert len([c for c in model.artifact_["candidates"] if c["stage"] == "bootstrap"]) <= 5

@@ -14,7 +14,8 @@ from synth.cli import EXIT_OK
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True,
-                        help="hub name (MichaelR207/prism_personalized_0125, MichaelR207/chatbot_arena_personalized_0125, "
+                        help="hub name (MichaelR207/prism_personalized_0125, "
+                             "MichaelR207/chatbot_arena_personalized_0125, "
                              "HannahRoseKirk/prism-alignment), a .jsonl/.json/.parquet file of official rows with "
                              "user_id, or a folder holding raw PRISM conversations.jsonl + survey.jsonl")
     parser.add_argument("--model", default=None,

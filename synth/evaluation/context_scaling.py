@@ -100,16 +100,16 @@ def scaling_figure(points: Sequence[ScalingPoint], fits: dict[tuple[str, str], S
         name = f"{METHODS[method].title} ({model})"
         figure.add_trace(go.Scatter(
             x=[p.n_context for p in series], y=[100 * p.accuracy for p in series], mode="markers", name=name,
-            error_y=dict(type="data", symmetric=False, array=[100 * (p.ci_high - p.accuracy) for p in series],
-                         arrayminus=[100 * (p.accuracy - p.ci_low) for p in series]),
+            error_y={"type": "data", "symmetric": False, "array": [100 * (p.ci_high - p.accuracy) for p in series],
+                     "arrayminus": [100 * (p.accuracy - p.ci_low) for p in series]},
             customdata=[[p.n_users, p.n_pairs] for p in series],
             hovertemplate="%{x} context pairs: %{y:.1f}%<br>%{customdata[0]} users, %{customdata[1]} pairs"))
         fit = fits.get((model, method))
         if fit is not None:
             xs = [min(p.n_context for p in series), max(p.n_context for p in series)]
             figure.add_trace(go.Scatter(x=xs, y=[100 * (fit.intercept + fit.slope * x) for x in xs], mode="lines",
-                                        name=f"fit: {fit.describe()}", line=dict(dash="dash")))
-    figure.add_hline(y=50, line=dict(color="gray", dash="dot"), annotation_text="random")
+                                        name=f"fit: {fit.describe()}", line={"dash": "dash"}))
+    figure.add_hline(y=50, line={"color": "gray", "dash": "dot"}, annotation_text="random")
     figure.update_layout(title="Accuracy vs number of context preferences", xaxis_title="context pairs",
                          yaxis_title="accuracy (%, both orderings)", template="plotly_white")
     return figure
@@ -128,7 +128,7 @@ def run_context_scaling(dataset: EvalDataset, lm: dspy.BaseLM | None, out_dir: s
     """Run the methods at each context size (resumable like ``run_evaluation``) and write scaling.csv/.md/.html."""
     if not sizes or min(sizes) < 1:
         raise ValueError(f"context sizes must be positive integers, got {list(sizes)}")
-    config = dataclasses.replace(config, context_sizes=tuple(sorted(set(int(s) for s in sizes))))
+    config = dataclasses.replace(config, context_sizes=tuple(sorted({int(s) for s in sizes})))
     outcome = run_evaluation(dataset, lm, out_dir, config, model_label=model_label, lm_spec=lm_spec,
                              progress=progress)
     records = [r for r in outcome.records if r["n_context_limit"] != "all"]

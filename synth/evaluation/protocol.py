@@ -35,7 +35,7 @@ from synth.judge import PairwiseJudge
 from synth.metrics import Accuracy, accuracy_with_interval
 from synth.pipeline import QUICK, SynthesizeMe
 from synth.signatures import TolerantChatAdapter
-from synth.steps import (LABELS_ONLY, Candidate, PairScore, StepRunner, StepSettings, Trace, score_pairs)
+from synth.steps import LABELS_ONLY, Candidate, PairScore, StepRunner, StepSettings, Trace, score_pairs
 
 DEFAULT_FRACTIONS = (0.5, 0.2, 0.3)
 CONTEXT_SPLITS = {"train", "context"}

@@ -26,8 +26,17 @@ import dspy
 
 from synth.data import atomic_write_text
 from synth.evaluation.datasets import EvalDataset
-from synth.evaluation.protocol import (DEFAULT_FRACTIONS, METHODS, PAPER_ORDER, MethodSettings, SynthesizeMeFits,
-                                       UserSplit, prompt_artifact, split_user, summarize_scores)
+from synth.evaluation.protocol import (
+    DEFAULT_FRACTIONS,
+    METHODS,
+    PAPER_ORDER,
+    MethodSettings,
+    SynthesizeMeFits,
+    UserSplit,
+    prompt_artifact,
+    split_user,
+    summarize_scores,
+)
 from synth.parallel import run_concurrently
 
 LEDGER_NAME = "ledger.jsonl"
@@ -101,7 +110,7 @@ class Ledger:
 @dataclass(frozen=True)
 class RunConfig:
     methods: tuple[str, ...] = ("default", "synthesizeme")
-    settings: MethodSettings = MethodSettings()
+    settings: MethodSettings = field(default_factory=MethodSettings)
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     n_users: int | None = None
     user_threads: int = 4

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from synth.insights.embedding import CachedEmbedder, SentenceTransformerEmbedder
 from synth.data import atomic_write_text
+from synth.insights.embedding import CachedEmbedder, SentenceTransformerEmbedder
 from synth.insights.naming import LLMNamer
 from synth.insights.pipeline import PopulationInsights
 from synth.insights.report import html_report, ranked_line

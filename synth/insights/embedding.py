@@ -109,7 +109,7 @@ class CachedEmbedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         keys = [text_key(self.model_id, text) for text in texts]
-        unique: dict[bytes, str] = dict(zip(keys, texts))
+        unique: dict[bytes, str] = dict(zip(keys, texts, strict=True))
         found: dict[bytes, np.ndarray] = {}
         with self._connect() as connection:
             wanted = list(unique)
@@ -126,12 +126,15 @@ class CachedEmbedder:
             missing = [key for key in unique if key not in found]
             if missing:
                 vectors = self.embedder.embed([unique[key] for key in missing])
-                found.update(zip(missing, vectors))
+                if len(vectors) != len(missing):
+                    raise ValueError(f"{type(self.embedder).__name__} returned {len(vectors)} vectors "
+                                     f"for {len(missing)} texts")
+                found.update(zip(missing, vectors, strict=True))
                 connection.executemany(
                     "INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)",
                     [
                         (key, np.ascontiguousarray(vector, dtype=np.float32).tobytes())
-                        for key, vector in zip(missing, vectors)
+                        for key, vector in zip(missing, vectors, strict=True)
                     ],
                 )
         connection.close()

@@ -194,7 +194,7 @@ class PopulationInsights:
         leaf_min_similarity = np.array(
             [
                 float(np.min(vectors[statement_unique[m]] @ c))
-                for m, c in zip(leaf_members, centroids)
+                for m, c in zip(leaf_members, centroids, strict=True)
             ]
         )
 
@@ -238,7 +238,7 @@ class PopulationInsights:
                 n_users=len(np.unique(users_array[members])),
             )
             for group, members, keywords in zip(
-                theme_groups, theme_members, theme_keywords
+                theme_groups, theme_members, theme_keywords, strict=True
             )
         ]
         names += (
@@ -312,7 +312,7 @@ class PopulationInsights:
             params=params,
         )
         shares = np.array([leaf.n_users / len(personas) for leaf in leaves])
-        share_of = {leaf.id: share for leaf, share in zip(leaves, shares)}
+        share_of = {leaf.id: share for leaf, share in zip(leaves, shares, strict=True)}
         typicality = np.zeros(len(personas))
         counts = np.zeros(len(personas))
         for i, user in enumerate(statement_users):
@@ -525,7 +525,7 @@ class PopulationInsights:
         placed: list[PlacedStatement] = []
         shares: list[float] = []
         best_per_insight: dict[int, float] = {}
-        for text, vector, position in zip(texts, vectors, positions):
+        for text, vector, position in zip(texts, vectors, positions, strict=True):
             leaf = self._joined_leaf(fitted, vector)
             similarities = fitted.leaf_centroids @ vector
             for index, similarity in enumerate(similarities):

@@ -161,7 +161,8 @@ def _insight_rows(result: InsightsResult, insights: Sequence[Insight]) -> str:
     rows = []
     for rank, insight in enumerate(insights, start=1):
         examples = "".join(
-            f"<li>{html.escape(result.statements[i].text)} <small>({html.escape(result.statements[i].user_id)})</small></li>"
+            f"<li>{html.escape(result.statements[i].text)} "
+            f"<small>({html.escape(result.statements[i].user_id)})</small></li>"
             for i in insight.statements[:5]
         )
         share = 100.0 * insight.n_users / max(result.n_users, 1)
@@ -188,7 +189,8 @@ def html_report(result: InsightsResult) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Population insights</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:6px;text-align:left;vertical-align:top}}
+table{{border-collapse:collapse;width:100%}}
+td,th{{border-bottom:1px solid #ddd;padding:6px;text-align:left;vertical-align:top}}
 small{{color:#555}}</style></head><body>
 <h1>Population insights</h1>
 <p>{result.n_users} users, {len(result.statements)} trait statements, {len(result.leaves)} insights in

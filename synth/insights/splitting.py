@@ -36,7 +36,8 @@ _CLAUSE_BOUNDARY = re.compile(
     r"\s*;\s+|,\s+(?:and|but|while|whereas|although|though|yet)\s+", re.IGNORECASE
 )
 _LEADING_CONNECTIVE = re.compile(
-    r"^(?:additionally|also|moreover|furthermore|in addition|overall|however|finally|lastly|importantly|notably)\s*,?\s+",
+    r"^(?:additionally|also|moreover|furthermore|in addition|overall|however|finally|lastly|"
+    r"importantly|notably)\s*,?\s+",
     re.IGNORECASE,
 )
 
@@ -70,7 +71,10 @@ _FRAME = (
     r"it (?:seems|appears)(?: that)?|(?:based on|judging by|from) [^,]{1,40},(?: it (?:seems|appears)(?: that)?)?)"
     r"\s*,?\s*"
 )
-_HEDGE = r"(?:also|often|usually|generally|likely|clearly|really|strongly|particularly|probably|tends to|seems to|appears to)"
+_HEDGE = (
+    r"(?:also|often|usually|generally|likely|clearly|really|strongly|particularly|probably|"
+    r"tends to|seems to|appears to)"
+)
 _LEADING_SUBJECT = re.compile(
     rf"^(?:{_FRAME})*(?:(?:{_SUBJECT})\s+)?(?:{_HEDGE}\s+)*", re.IGNORECASE
 )

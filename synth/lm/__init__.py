@@ -122,6 +122,20 @@ def configure_cache(cache_dir: str | None = None) -> None:
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=directory)
 
 
-__all__ = ["build_lm", "make_engine", "gpu_task", "BatchingEngine", "resolve_spec", "packaged_model_path", "describe",
-           "configure_cache", "local_engine", "fit_threads", "LocalEngine", "LocalModel", "ModelInfo", "OFFLINE",
-           "SPACES_DEFAULT"]
+__all__ = [
+    "OFFLINE",
+    "SPACES_DEFAULT",
+    "BatchingEngine",
+    "LocalEngine",
+    "LocalModel",
+    "ModelInfo",
+    "build_lm",
+    "configure_cache",
+    "describe",
+    "fit_threads",
+    "gpu_task",
+    "local_engine",
+    "make_engine",
+    "packaged_model_path",
+    "resolve_spec",
+]

@@ -15,6 +15,7 @@ keeps per-request temperature with seeded sampling, stop strings and the verdict
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -77,7 +78,7 @@ class BatchingEngine(LocalEngine):
     def generate(self, prompts: Sequence[str], params: Sequence[GenerationParams]) -> list[Generation]:
         if len(prompts) != len(params):
             raise ValueError(f"{len(prompts)} prompts but {len(params)} generation params")
-        jobs = [self._submit(_Job(prompt, params=q)) for prompt, q in zip(prompts, params)]
+        jobs = [self._submit(_Job(prompt, params=q)) for prompt, q in zip(prompts, params, strict=True)]
         return [job.future.result() for job in jobs]
 
     def choice_probabilities(self, prompts: Sequence[str], choices: Sequence[str]) -> list[list[float]]:
@@ -87,10 +88,8 @@ class BatchingEngine(LocalEngine):
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker and fail every unanswered request with EngineClosed; safe to call twice."""
         self._closed.set()
-        try:
+        with contextlib.suppress(queue.Full):  # the worker checks the closed flag between steps anyway
             self._queue.put_nowait(_SHUTDOWN)
-        except queue.Full:  # the worker checks the closed flag between steps anyway
-            pass
         if threading.current_thread() is not self._worker:
             self._worker.join(timeout)
         self._fail_pending()

@@ -279,7 +279,7 @@ class LocalModel:
         if len(prompts) != len(params):
             raise ValueError(f"{len(prompts)} prompts but {len(params)} generation params")
         rows = [DecodeRow(prompt, self.encode(prompt), q, tag=index)
-                for index, (prompt, q) in enumerate(zip(prompts, params))]
+                for index, (prompt, q) in enumerate(zip(prompts, params, strict=True))]
         results: list[Generation | None] = [None] * len(rows)
         waiting = sorted(rows, key=lambda row: len(row.ids))  # similar lengths join together: little padding
         batch = DecodeBatch(self, cancel)
@@ -327,7 +327,7 @@ class LocalModel:
         store = self.prefix_store
         known = [store.longest_prefix(ids, len(ids) - keep) for ids in sequences]
         input_ids, mask, positions = self._padded(sequences)
-        fresh = max(keep, max(len(ids) - length for ids, (length, _) in zip(sequences, known)))
+        fresh = max(keep, max(len(ids) - length for ids, (length, _) in zip(sequences, known, strict=True)))
         cached = input_ids.shape[1] - fresh
         reused = [max(0, len(ids) - fresh) for ids in sequences]
         self.reused_tokens += sum(reused)
@@ -539,7 +539,7 @@ class DecodeBatch:
             raise EngineClosed("the engine was closed while this request was running")
         chosen = _pick_tokens(self._logits.float(), [row.params.temperature for row in self.rows], self._generators)
         finished, keep = [], []
-        for slot, (row, token) in enumerate(zip(self.rows, chosen.tolist())):
+        for slot, (row, token) in enumerate(zip(self.rows, chosen.tolist(), strict=True)):
             row.new_tokens.append(token)
             stopper = self._stoppers[slot]
             if token in self._eos or (stopper is not None and stopper(row.new_tokens)):
@@ -613,7 +613,8 @@ def _left_pad(mask, width: int):
 
 
 def _common_prefix(sequences: Sequence[list[int]]) -> list[int]:
-    return os.path.commonprefix([list(ids) for ids in sequences])
+    # element-wise common prefix of token-id lists is what we want
+    return os.path.commonprefix([list(ids) for ids in sequences])  # noqa: RUF071
 
 
 def _tail_score(logp, tail: tuple[int, ...], keep: int, choice_ids: Sequence[list[int]], single_token: bool):
@@ -683,7 +684,7 @@ def _pick_tokens(logits, temperatures: Sequence[float], generators: Sequence):
     import torch
 
     chosen = logits.argmax(-1)
-    for slot, (temperature, generator) in enumerate(zip(temperatures, generators)):
+    for slot, (temperature, generator) in enumerate(zip(temperatures, generators, strict=True)):
         if generator is not None:
             probs = torch.softmax(logits[slot] / temperature, -1)
             chosen[slot] = torch.multinomial(probs, 1, generator=generator)[0]
