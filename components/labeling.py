@@ -5,14 +5,13 @@ A ``LabelSession`` lives in a ``gr.State``, so every browser session has its own
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.data import PreferencePair, Turn
+from synth.data import PreferencePair, Turn, json_lines
 
 MIN_LABELS = 5
 USEFUL_LABELS = 15
@@ -33,14 +32,11 @@ class BankPair:
 def load_bank(path: Path = BANK_PATH) -> list[BankPair]:
     """Read the pair bank (JSONL); a broken row names its file, line and field, so an edited bank fails clearly."""
     bank = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, row in json_lines(lines, lambda number, reason: ValueError(f"{path}:{number}: {reason}")):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where}: not valid JSON ({error.msg})") from error
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object")
         missing = [name for name in ("id", "topic", "dimension", "prompt", "responses") if name not in row]
         if missing:
             raise ValueError(f"{where}: missing field {missing[0]!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,20 +160,27 @@ def _read_text(path: Path) -> str:
     return text
 
 
+def json_lines(lines: Iterable[str], fail: Callable[[int, str], Exception]) -> Iterator[tuple[int, Any]]:
+    """Each non-blank line's number (from 1) and parsed JSON. A line that is not JSON raises ``fail(number, reason)``,
+    so every JSONL reader reports bad lines the same way, in its own error type."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise fail(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        yield number, record
+
+
 def parse_pairs_text(text: str, path: str | os.PathLike | None = None) -> list[PreferencePair]:
     """Parse JSONL or a JSON list, keeping file line numbers for errors."""
     stripped = text.lstrip()
     if stripped.startswith("["):
         return _parse_json_list(text, path)
-    pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PairFileError(path, number, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        pairs.append(PreferencePair.from_dict(row, path=path, line=number))
+    pairs = [PreferencePair.from_dict(row, path=path, line=number)
+             for number, row in json_lines(text.splitlines(),
+                                           lambda number, reason: PairFileError(path, number, None, reason))]
     if not pairs:
         raise PairFileError(path, None, None, "no preference pairs found")
     return pairs

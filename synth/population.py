@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.data import atomic_write_text
+from synth.data import atomic_write_text, json_lines
 from synth.insights.types import InsightsResult, Persona
 
 
@@ -735,16 +735,9 @@ def read_personas_jsonl(path: str | Path) -> list[Persona]:
         ) from error
     personas: list[Persona] = []
     first_line_of: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    lines = json_lines(text.splitlines(), lambda number, reason: PopulationFileError(f"{path}:{number}: {reason}"))
+    for number, record in lines:
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PopulationFileError(
-                f"{where}: not valid JSON ({error.msg})"
-            ) from error
         if not isinstance(record, dict):
             raise PopulationFileError(
                 f"{where}: expected a JSON object with 'user_id' and 'persona'"

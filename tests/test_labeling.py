@@ -16,6 +16,7 @@ def test_shipped_bank_loads_with_two_different_replies_per_prompt():
 
 @pytest.mark.parametrize(("row", "message"), [
     ("{not json", r"bank\.jsonl:2: not valid JSON"),
+    ("[1, 2]", r"bank\.jsonl:2: expected a JSON object"),
     (json.dumps({"id": "x", "topic": "t", "dimension": "d", "responses": []}),
      r"bank\.jsonl:2: missing field 'prompt'"),
     (json.dumps({"id": "x", "topic": "t", "dimension": "d", "prompt": "p", "responses": [{"content": "a"}]}),

@@ -7,7 +7,6 @@ the paper's Demographics baseline; other sources may carry one in a per-row ``de
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import tempfile
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.data import PairFileError, PreferencePair, Turn, load_pairs, save_pairs
+from synth.data import PairFileError, PreferencePair, Turn, json_lines, load_pairs, save_pairs
 
 PERSONAL_REWARD_BENCH = ("MichaelR207/prism_personalized_0125", "MichaelR207/chatbot_arena_personalized_0125")
 PRISM_RAW = "HannahRoseKirk/prism-alignment"
@@ -242,16 +241,8 @@ def load_prism_raw(source: str | os.PathLike = PRISM_RAW, min_pairs: int = 5) ->
 def _read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise PairFileError(path, None, None, "file not found")
-    rows = []
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise PairFileError(path, number, None, f"not valid JSON ({exc.msg})") from None
-    return rows
+        return [row for _, row in json_lines(handle, lambda number, reason: PairFileError(path, number, None, reason))]
 
 
 # ---- one entry point --------------------------------------------------------------------------------------------

@@ -613,7 +613,7 @@ def _left_pad(mask, width: int):
 
 
 def _common_prefix(sequences: Sequence[list[int]]) -> list[int]:
-    # element-wise common prefix of token-id lists is what we want
+    """The token ids every sequence starts with (``commonprefix`` compares lists element by element)."""
     return os.path.commonprefix([list(ids) for ids in sequences])  # noqa: RUF071
 
 
