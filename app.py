@@ -9,6 +9,7 @@ from typing import Any
 
 import dspy
 import gradio as gr
+from synth.assets import asset_path
 
 from components.insights_tab import build_insights_tab
 from components.model_handle import ModelHandle
@@ -17,7 +18,6 @@ from synth.lm import build_lm
 from synth.lm.gpu import gpu_task
 from synth.store import PersonaRecord, PersonaStore, new_user_id
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_MAX_SIZE = int(os.environ.get("SYNTH_QUEUE_MAX_SIZE", "32"))
 FIT_CONCURRENCY = int(os.environ.get("SYNTH_FIT_CONCURRENCY", "1"))  # model-bound events running at once
 DEFAULT_CONCURRENCY = 4  # light events (labeling, uploads) running at once
@@ -67,7 +67,7 @@ def build_app(lm_factory: Callable[[], dspy.BaseLM] | None = None) -> tuple[gr.B
 
 def launch(demo: gr.Blocks, **kwargs: Any):
     """Launch with the studio's look (CSS, fonts, keyboard shortcuts)."""
-    return demo.launch(css_paths=[ASSETS / "style.css"], head=SHORTCUTS_JS, theme=gr.themes.Soft(
+    return demo.launch(css_paths=[asset_path("style.css")], head=SHORTCUTS_JS, theme=gr.themes.Soft(
         primary_hue="indigo", neutral_hue="slate"), **kwargs)
 
 

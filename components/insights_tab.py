@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from synth.assets import asset_path
 
 from synth.insights.pipeline import PopulationInsights
 from synth.insights.report import map_figure, stability_word
@@ -25,9 +26,7 @@ from synth.insights.types import InsightsResult, Persona
 from synth.population import read_personas_jsonl
 from synth.store import PersonaStore
 
-DEFAULT_SAMPLE = (
-    Path(__file__).resolve().parent.parent / "assets" / "sample_population.jsonl"
-)
+DEFAULT_SAMPLE = asset_path("sample_population.jsonl")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 

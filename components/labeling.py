@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synth.assets import asset_path
+
 from synth.data import PreferencePair, Turn, json_lines
 
 MIN_LABELS = 5
 USEFUL_LABELS = 15
-BANK_PATH = Path(__file__).resolve().parent.parent / "assets" / "pair_bank.jsonl"
+BANK_PATH = asset_path("pair_bank.jsonl")
 
 
 @dataclass(frozen=True)

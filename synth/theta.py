@@ -14,9 +14,10 @@ from pathlib import Path
 
 import dspy
 
+from synth.assets import asset_path
 from synth.signatures import WritePersona
 
-DEFAULT_THETA_PATH = Path(__file__).resolve().parent.parent / "assets" / "theta_default.json"
+DEFAULT_THETA_PATH = asset_path("theta_default.json")
 
 
 class PersonaWriter(dspy.Module):

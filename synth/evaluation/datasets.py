@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synth.assets import asset_path
 from synth.data import PairFileError, PreferencePair, Turn, json_lines, load_pairs, save_pairs
 
 PERSONAL_REWARD_BENCH = ("MichaelR207/prism_personalized_0125", "MichaelR207/chatbot_arena_personalized_0125")
 PRISM_RAW = "HannahRoseKirk/prism-alignment"
-PAIR_BANK_PATH = Path(__file__).resolve().parents[2] / "assets" / "pair_bank.jsonl"
+PAIR_BANK_PATH = asset_path("pair_bank.jsonl")
 DEMOGRAPHICS_FIELD = "demographics"
 
 
