@@ -29,49 +29,52 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fit_time import DUMMY_ARCHITECTURES, build_dummy
 
 from synth.lm import resolve_spec
-from synth.lm.local import DecodeBatch, DecodeRow, GenerationParams, LocalModel
+from synth.lm.config import EngineConfig
+from synth.lm.loading import LocalModel
+from synth.lm.runner import DecodeBatch, DecodeRow, ModelRunner
+from synth.lm.sampling import GenerationParams
 
 STOP = ("[[ ## preferred ## ]]",)  # the judge's stop string, so stop checks cost what they cost in a fit
 
 
-def synchronize(model: LocalModel) -> None:
+def synchronize(runner: ModelRunner) -> None:
     import torch
 
-    if model.device == "cuda":
+    if runner.device == "cuda":
         torch.cuda.synchronize()
 
 
-def filled_batch(model: LocalModel, rows: int, context: int, steps: int) -> tuple[DecodeBatch, float]:
+def filled_batch(runner: ModelRunner, rows: int, context: int, steps: int) -> tuple[DecodeBatch, float]:
     """A batch of ``rows`` random ``context``-token prompts after their prefill, and the prefill's seconds."""
     generator = random.Random(rows)
-    vocabulary = model.tokenizer.vocab_size
+    vocabulary = runner.tokenizer.vocab_size
     decode_rows = [DecodeRow("", [generator.randrange(1000, vocabulary) for _ in range(context)],
                              GenerationParams(max_new_tokens=steps + 1, stop=STOP), tag=index)
                    for index in range(rows)]
-    model.prefix_store.clear()
-    batch = DecodeBatch(model)
-    synchronize(model)
+    runner.prefix_store.clear()
+    batch = DecodeBatch(runner)
+    synchronize(runner)
     started = time.perf_counter()
     batch.admit(decode_rows)
-    synchronize(model)
+    synchronize(runner)
     return batch, time.perf_counter() - started
 
 
-def time_steps(model: LocalModel, rows: int, context: int, steps: int, forward_sync: bool | None) -> list[float]:
+def time_steps(runner: ModelRunner, rows: int, context: int, steps: int, forward_sync: bool | None) -> list[float]:
     """Seconds per step, or per forward when ``forward_sync`` is set (True: waiting for the device)."""
-    batch, _ = filled_batch(model, rows, context, steps)
-    network = model.model
+    batch, _ = filled_batch(runner, rows, context, steps)
+    network = runner.network
     spent: list[float] = []
     if forward_sync is not None:
         original = network.forward
 
         def timed_forward(*args, **kwargs):
             if forward_sync:
-                synchronize(model)
+                synchronize(runner)
             started = time.perf_counter()
             output = original(*args, **kwargs)
             if forward_sync:
-                synchronize(model)
+                synchronize(runner)
             spent.append(time.perf_counter() - started)
             return output
 
@@ -82,7 +85,7 @@ def time_steps(model: LocalModel, rows: int, context: int, steps: int, forward_s
             batch.step()
             if forward_sync is None:
                 spent.append(time.perf_counter() - started)
-        synchronize(model)
+        synchronize(runner)
     finally:
         network.__dict__.pop("forward", None)
         batch.clear()
@@ -106,35 +109,35 @@ def main() -> None:
     source = resolve_spec(args.model).removeprefix("local:")
     if args.dummy:
         source = build_dummy(args.dummy, args.tokenizer, Path(tempfile.mkdtemp(prefix=f"dummy-{args.dummy}-")))
-    model = LocalModel(source).load()
-    print(f"{model.display_name} on {model.device} in {model.model.dtype}; {args.context}-token prompts, "
-          f"{args.steps} steps")
+    runner = ModelRunner(LocalModel(source).load(), EngineConfig())
+    print(f"{runner.local_model.display_name} on {runner.device} in {runner.network.dtype}; {args.context}-token "
+          f"prompts, {args.steps} steps")
     print(f"{'rows':>5}{'prefill s':>11}{'prefill tok/s':>15}{'step ms':>9}{'forward ms':>12}{'launch ms':>11}"
           f"{'tok/s':>9}")
     for rows in (int(b) for b in args.batches.split(",")):
-        _, prefill_seconds = filled_batch(model, rows, args.context, args.steps)
+        _, prefill_seconds = filled_batch(runner, rows, args.context, args.steps)
         step, forward, launch = (1000 * sum(t) / len(t) for t in (
-            time_steps(model, rows, args.context, args.steps, None),
-            time_steps(model, rows, args.context, args.steps, True),
-            time_steps(model, rows, args.context, args.steps, False)))
+            time_steps(runner, rows, args.context, args.steps, None),
+            time_steps(runner, rows, args.context, args.steps, True),
+            time_steps(runner, rows, args.context, args.steps, False)))
         print(f"{rows:>5}{prefill_seconds:>11.2f}{rows * args.context / prefill_seconds:>15.0f}{step:>9.1f}"
               f"{forward:>12.1f}{launch:>11.1f}{1000 * rows / step:>9.0f}")
     if args.profile:
-        profile_steps(model, rows, args.context, args.steps)
+        profile_steps(runner, rows, args.context, args.steps)
 
 
-def profile_steps(model: LocalModel, rows: int, context: int, steps: int) -> None:
+def profile_steps(runner: ModelRunner, rows: int, context: int, steps: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    batch, _ = filled_batch(model, rows, context, steps)
+    batch, _ = filled_batch(runner, rows, context, steps)
     batch.step()
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if model.device == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runner.device == "cuda" else [])
     with profile(activities=activities) as profiler:
         for _ in range(steps - 1):
             batch.step()
-        synchronize(model)
+        synchronize(runner)
     batch.clear()
-    for key in ("self_cpu_time_total",) + (("self_cuda_time_total",) if model.device == "cuda" else ()):
+    for key in ("self_cpu_time_total",) + (("self_cuda_time_total",) if runner.device == "cuda" else ()):
         print(f"\n{steps - 1} steps at {rows} rows, top operators by {key}")
         print(profiler.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=50))
 

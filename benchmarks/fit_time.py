@@ -1,4 +1,5 @@
-"""Time SynthesizeMe fits on a local model, stage by stage, with the batching engine's own counters.
+"""Time SynthesizeMe fits on a local model, stage by stage, with the engine's own counters (the engine batches
+unless ``SYNTH_BATCHING=0``).
 
 Made for #3's GPU goal (a default fit on 10 pairs with Llama 3.2 3B on one H100 in at most 20 s) and usable with
 any local model. Each run is a fresh fit of the first ``--pairs`` example pairs (validation = the last 30%) with
@@ -18,9 +19,10 @@ Each run prints a digest of the fit's result (timings and date left out, numbers
 changes no text, so an engine change meant to change only the cost must leave a ``--dtype float32`` run's digest as
 it was.
 
-``--schedule gpu`` runs the engine on this machine the way it runs on a GPU (128 fit threads, rows per batch and
-per prefill pass; a prefix store of ``--store-tokens`` tokens), so the token counts of a GPU fit can be checked
-on a CPU without one, e.g. the H100 run of the 3B dummy (its store held ~126k tokens) with the cheap ``tiny-llama``:
+``--schedule gpu`` runs the engine on this machine the way it runs on a GPU (an ``EngineConfig`` whose CPU batch
+and prefill rows are the GPU's, as many fit threads, a prefix store of ``--store-tokens`` tokens), so the token
+counts of a GPU fit can be checked on a CPU without one, e.g. the H100 run of the 3B dummy (its store held ~126k
+tokens) with the cheap ``tiny-llama``:
 
     PYTHONPATH=. python benchmarks/fit_time.py --dummy tiny-llama --tokenizer DIR --schedule gpu --runs 1
 """
@@ -28,6 +30,7 @@ on a CPU without one, e.g. the H100 run of the 3B dummy (its store held ~126k to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -44,8 +47,11 @@ import dspy
 from throughput import Meter
 
 from synth.data import load_pairs
-from synth.lm import build_lm, fit_threads
-from synth.lm import local as local_module
+from synth.lm import fit_threads, resolve_spec
+from synth.lm.config import EngineConfig
+from synth.lm.engine import LocalEngine
+from synth.lm.loading import LocalModel
+from synth.lm.runner import kv_bytes_per_token
 from synth.pipeline import SynthesizeMe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -90,12 +96,13 @@ def build_dummy(architecture: str, tokenizer_dir: str, target: Path) -> str:
 
 
 def one_fit(lm: dspy.LM, pairs, args) -> dict:
-    engine, model = lm.engine, lm.engine.local_model
-    model.prefix_store.clear()
-    engine.peak_rows = 0
+    engine = lm.engine
+    runner, stats = engine.runner, engine.stats
+    runner.prefix_store.clear()
+    stats.peak_rows = 0
     meter = Meter(engine)
-    before = {"computed": model.computed_tokens, "reused": model.reused_tokens, "prefills": engine.prefills_run,
-              "steps": engine.decode_steps, "prefill_s": engine.prefill_seconds, "decode_s": engine.decode_seconds}
+    before = {"computed": runner.computed_tokens, "reused": runner.reused_tokens, "prefills": stats.prefills_run,
+              "steps": stats.decode_steps, "prefill_s": stats.prefill_seconds, "decode_s": stats.decode_seconds}
     fitted = SynthesizeMe(lm=lm, quick=args.quick, num_threads=args.threads,
                           **({"reasoning_tokens": args.reasoning_tokens} if args.reasoning_tokens else {}))
     started = time.perf_counter()
@@ -103,15 +110,15 @@ def one_fit(lm: dspy.LM, pairs, args) -> dict:
     seconds = time.perf_counter() - started
     del engine.generate, engine.choice_probabilities  # drop this run's meter
     timings = fitted.artifact_["timings"]
-    steps = engine.decode_steps - before["steps"]
-    decode_s = engine.decode_seconds - before["decode_s"]
+    steps = stats.decode_steps - before["steps"]
+    decode_s = stats.decode_seconds - before["decode_s"]
     return {"seconds": seconds, "bootstrap": timings["bootstrap"], "persona": timings["persona"],
             "demos": timings["demos"], "generations": meter.calls, "scorings": meter.scorings,
             "prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
-            "prefilled": model.computed_tokens - before["computed"], "reused": model.reused_tokens - before["reused"],
-            "prefills": engine.prefills_run - before["prefills"], "prefill_s": engine.prefill_seconds
+            "prefilled": runner.computed_tokens - before["computed"], "reused": runner.reused_tokens - before["reused"],
+            "prefills": stats.prefills_run - before["prefills"], "prefill_s": stats.prefill_seconds
             - before["prefill_s"], "steps": steps, "ms_per_step": 1000 * decode_s / max(1, steps),
-            "peak_rows": engine.peak_rows, "val_accuracy": fitted.artifact_["validation_accuracy"],
+            "peak_rows": stats.peak_rows, "val_accuracy": fitted.artifact_["validation_accuracy"],
             "digest": artifact_digest(fitted.artifact_)}
 
 
@@ -131,10 +138,9 @@ def artifact_digest(artifact: dict) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def describe_device(lm: dspy.LM) -> str:
+def describe_device(model: LocalModel) -> str:
     import torch
 
-    model = lm.engine.local_model
     where = model.device
     if where == "cuda":
         where = f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
@@ -181,18 +187,20 @@ def main() -> None:
         started = time.perf_counter()
         spec = build_dummy(args.dummy, args.tokenizer, Path(tempfile.mkdtemp(prefix=f"dummy-{args.dummy}-")))
         print(f"built in {time.perf_counter() - started:.1f}s")
-    lm = build_lm(spec, cache=False)
-    model = lm.engine.local_model
-    model.dtype_request = args.dtype
-    model.load()
-    print(describe_device(lm))
+    resolved = resolve_spec(spec)
+    if not resolved.startswith("local:"):
+        parser.error(f"{spec!r} is not a local model")
+    model = LocalModel(resolved.removeprefix("local:"), dtype=args.dtype).load()
+    print(describe_device(model))
+    config = EngineConfig.from_env()  # SYNTH_BATCHING=0 times the engine without batching
     if args.schedule == "gpu":  # the CPU's batching limits become the GPU's; the store is sized in tokens
-        local_module.CPU_BATCH_CAP = local_module.CPU_PREFILL_ROWS = local_module.GPU_BATCH_CAP
-        args.threads = args.threads or local_module.GPU_BATCH_CAP
-        model.prefix_store.max_bytes = args.store_tokens * local_module.kv_bytes_per_token(model.model.config,
-                                                                                           model.model.dtype)
-        print(f"GPU schedule: {args.threads} threads, {local_module.GPU_BATCH_CAP} rows per batch and prefill, a "
-              f"prefix store of {args.store_tokens:,} tokens")
+        config = dataclasses.replace(
+            config, cpu_batch_rows=config.gpu_batch_rows, cpu_prefill_rows=config.gpu_prefill_rows,
+            prefix_store_bytes=args.store_tokens * kv_bytes_per_token(model.model.config, model.model.dtype))
+        args.threads = args.threads or config.gpu_batch_rows
+        print(f"GPU schedule: {args.threads} threads, {config.gpu_batch_rows} rows per batch, "
+              f"{config.gpu_prefill_rows} per prefill, a prefix store of {args.store_tokens:,} tokens")
+    lm = LocalEngine(model, config).as_lm(cache=False)
     pairs = load_pairs(ASSETS / "example_pairs.jsonl")[: args.pairs]
     settings = "quick" if args.quick else "default"
     threads = args.threads or fit_threads(lm)

@@ -124,7 +124,7 @@ def main() -> None:
     cut = len(pairs) - max(1, round(0.3 * len(pairs)))
     train, validation = pairs[:cut], pairs[cut:]
     lm = build_lm("offline", cache=False, max_tokens=args.max_tokens)
-    engine = type(lm.engine).__name__
+    engine = "batching" if lm.engine.config.batching else "one call at a time"
     print(f"{len(train)} train / {len(validation)} validation pairs, engine {engine}, {args.threads} threads, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} shared CPUs")
 

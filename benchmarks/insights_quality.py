@@ -32,12 +32,8 @@ from synth.insights import (
     SentenceTransformerEmbedder,
     trait_core,
 )
-from synth.population import (
-    PLANTED_TRAITS,
-    dominant_trait_ari,
-    generate_population,
-    planted_trait_recovery,
-)
+from synth.insights.recovery import dominant_trait_ari, planted_trait_recovery, recovered_share
+from synth.insights.synthetic import generate_population
 
 
 def measure(
@@ -63,7 +59,7 @@ def measure(
     recovery = planted_trait_recovery(population, result)
     stabilities = [leaf.stability for leaf in result.leaves]
     return {
-        "recovered": sum(score >= 0.5 for score in recovery.values()) / len(recovery),
+        "recovered": recovered_share(recovery),
         "ari": dominant_trait_ari(population, result),
         "stability": statistics.fmean(stabilities) if stabilities else float("nan"),
         "insights": len(result.leaves),
@@ -100,7 +96,7 @@ def whole_persona_baseline(
     population = generate_population(size, seed)
     vectors = embedder.embed([user.persona.text for user in population.users])
     labels = KMeans(
-        n_clusters=len(PLANTED_TRAITS), random_state=seed, n_init=1
+        n_clusters=len(population.catalog.traits), random_state=seed, n_init=1
     ).fit_predict(vectors)
     return float(
         adjusted_rand_score([user.dominant_trait for user in population.users], labels)

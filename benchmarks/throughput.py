@@ -3,13 +3,13 @@
 The prompts are real judge calls: PairwiseJudge (chain-of-thought up to the verdict slot, then the verdict read
 from First/Second probabilities) over the 12 example pairs in both orders plus 8 pair-bank pairs. Both runs go
 through ``synth.parallel.run_concurrently`` with 16 threads and DSPy's cache off, so the only difference is the
-engine: LocalEngine (one call at a time, what ``SYNTH_BATCHING=0`` gives) or BatchingEngine (continuous batching
-with shared prefixes). By default the calls are a default fit's (256 reasoning tokens, turns cut at 2,000
-characters). ``--demos K`` judges with a persona and K demos, the shape of the demo-selection step's calls, where
-many requests share a long prefix.
+engine's config: ``EngineConfig(batching=False)`` (one call at a time, what ``SYNTH_BATCHING=0`` gives) or the
+default (continuous batching with shared prefixes). By default the calls are a default fit's (256 reasoning tokens,
+turns cut at 2,000 characters). ``--demos K`` judges with a persona and K demos, the shape of the demo-selection
+step's calls, where many requests share a long prefix.
 
-``--raw`` also times generation alone on the recorded prompts: ``LocalModel.generate`` at several capacity caps
-against transformers' continuous batching (``generate_batch``), which is how the CPU cap was chosen.
+``--raw`` also times generation alone on the recorded prompts: the engine at several ``cpu_batch_rows`` against
+transformers' continuous batching (``generate_batch``), which is how the CPU's batch rows were chosen.
 
     PYTHONPATH=. .venv/bin/python benchmarks/throughput.py [--demos 3] [--max-tokens 96] [--raw]
 """
@@ -29,10 +29,12 @@ import dspy
 
 from synth.data import PreferencePair, Turn, load_pairs
 from synth.judge import PairwiseJudge
-from synth.lm import local as local_module
 from synth.lm import packaged_model_path
-from synth.lm.batching import BatchingEngine
-from synth.lm.local import GenerationParams, LocalEngine, LocalModel
+from synth.lm.config import EngineConfig
+from synth.lm.engine import LocalEngine
+from synth.lm.loading import LocalModel
+from synth.lm.prompts import PromptFormat
+from synth.lm.sampling import GenerationParams
 from synth.parallel import run_concurrently
 from synth.signatures import TolerantChatAdapter
 from synth.steps import StepSettings, judge_inputs
@@ -105,8 +107,7 @@ class Meter:
 def run_judges(engine: LocalEngine, judge: PairwiseJudge, cases: list[dict[str, str]], max_tokens: int,
                threads: int) -> Meter:
     meter = Meter(engine)
-    lm = dspy.LM(f"local/{engine.local_model.display_name}", engine=engine, temperature=0.0, max_tokens=max_tokens,
-                 cache=False)
+    lm = engine.as_lm(max_tokens=max_tokens, cache=False)
     started, cpu_started, stolen_started = time.perf_counter(), time.process_time(), stolen_seconds()
     with dspy.context(lm=lm, adapter=TolerantChatAdapter()):
         verdicts = dict(run_concurrently(lambda case: judge(**case), cases, threads))
@@ -130,19 +131,19 @@ def stolen_seconds() -> float:
 
 
 def raw_generation(model: LocalModel, recorded: list[tuple[str, GenerationParams]], caps: list[int]) -> list[tuple]:
-    """Generation alone on the recorded prompts: our generate per capacity cap vs transformers' generate_batch."""
+    """Generation alone on the recorded prompts: the engine per CPU batch-rows cap (each with an empty prefix
+    store) vs transformers' generate_batch."""
     rows = []
     prompts, params = zip(*recorded, strict=True)
-    saved_cap = local_module.CPU_BATCH_CAP
-    try:
-        for cap in caps:
-            local_module.CPU_BATCH_CAP = cap
+    for cap in caps:
+        engine = LocalEngine(model, EngineConfig(cpu_batch_rows=cap))
+        try:
             started = time.perf_counter()
-            results = model.generate(list(prompts), list(params))
+            results = engine.generate(list(prompts), list(params))
             seconds = time.perf_counter() - started
-            rows.append((f"LocalModel.generate, cap {cap}", seconds, sum(r.completion_tokens for r in results)))
-    finally:
-        local_module.CPU_BATCH_CAP = saved_cap
+        finally:
+            engine.close()
+        rows.append((f"LocalEngine.generate, {cap} CPU batch rows", seconds, sum(r.completion_tokens for r in results)))
     rows.append(continuous_batching(model, prompts, params))
     return rows
 
@@ -152,7 +153,8 @@ def continuous_batching(model: LocalModel, prompts, params) -> tuple:
 
     config = GenerationConfig(max_new_tokens=max(q.max_new_tokens for q in params), do_sample=False,
                               eos_token_id=model.tokenizer.eos_token_id, pad_token_id=model.tokenizer.pad_token_id)
-    inputs = [model.encode(p) for p in prompts]
+    encode = PromptFormat(model.tokenizer, EngineConfig().max_input_tokens).encode
+    inputs = [encode(p) for p in prompts]
     started = time.perf_counter()
     try:
         outputs = model.model.generate_batch(inputs=inputs, generation_config=config, progress_bar=False)
@@ -186,32 +188,32 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     cases = judge_cases(args.prompts, args.max_turn_chars)
     judge = make_judge(args.demos, args.max_tokens, args.max_turn_chars)
-    prefill_counts = []
-    sequential = run_judges(LocalEngine(model), judge, cases, args.max_tokens, args.threads)
-    prefill_counts.append((model.computed_tokens, model.reused_tokens))
-    model.prefix_store.clear()  # the batched run must not start from the sequential run's prompts
-    batching_engine = BatchingEngine(model)
-    try:
-        batched = run_judges(batching_engine, judge, cases, args.max_tokens, args.threads)
-    finally:
-        batching_engine.close()
-    prefill_counts.append((model.computed_tokens - prefill_counts[0][0], model.reused_tokens - prefill_counts[0][1]))
+    runs = []
+    for name, config in (("sequential (no batching)", EngineConfig(batching=False)), ("batched", EngineConfig())):
+        engine = LocalEngine(model, config)  # each engine starts with its own, empty prefix store
+        try:
+            runs.append((name, run_judges(engine, judge, cases, args.max_tokens, args.threads), engine))
+        finally:
+            engine.close()
+    (_, sequential, _), (_, batched, batching_engine) = runs
+    stats = batching_engine.stats
 
     workload = f"persona + {args.demos} demos" if args.demos else "no persona, no demos"
     print(f"\n{len(cases)} judge calls ({workload}), {args.max_tokens} reasoning tokens max, turns cut at "
           f"{args.max_turn_chars} characters, {args.threads} threads, cache off")
     print(f"{'engine':<26}{'wall s':>9}{'cpu s':>8}{'stolen s':>10}{'gen calls':>11}{'scorings':>10}"
           f"{'prompt tok':>12}{'prefilled':>11}{'reused':>9}{'compl tok':>11}{'compl tok/s':>13}{'all tok/s':>11}")
-    for name, meter, (computed, reused) in (("sequential (LocalEngine)", sequential, prefill_counts[0]),
-                                            ("batched (BatchingEngine)", batched, prefill_counts[1])):
+    for name, meter, engine in runs:
+        runner = engine.runner
         print(f"{name:<26}{meter.seconds:>9.1f}{meter.cpu_seconds:>8.1f}{meter.stolen_seconds:>10.1f}{meter.calls:>11}"
-              f"{meter.scorings:>10}{meter.prompt_tokens:>12}{computed:>11}{reused:>9}{meter.completion_tokens:>11}"
+              f"{meter.scorings:>10}{meter.prompt_tokens:>12}{runner.computed_tokens:>11}{runner.reused_tokens:>9}"
+              f"{meter.completion_tokens:>11}"
               f"{meter.completion_tokens / meter.seconds:>13.1f}"
               f"{(meter.prompt_tokens + meter.completion_tokens) / meter.seconds:>11.1f}")
     print(f"speed-up: {sequential.seconds / batched.seconds:.2f}x in wall time, "
           f"{sequential.cpu_seconds / batched.cpu_seconds:.2f}x in this process's CPU time; batched engine: "
-          f"{batching_engine.prefills_run} prefills ({batching_engine.prefill_seconds:.1f} s), "
-          f"{batching_engine.decode_steps} decoding steps ({batching_engine.decode_seconds:.1f} s)")
+          f"{stats.prefills_run} prefills ({stats.prefill_seconds:.1f} s), "
+          f"{stats.decode_steps} decoding steps ({stats.decode_seconds:.1f} s)")
     print("prefilled = prompt tokens run through the model (scorings included); reused = taken from computed "
           "prefixes;\nstolen = CPU time the hypervisor gave other guests during the run "
           "(a run with much of it is slowed by a neighbour: compare CPU times)")

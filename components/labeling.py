@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.assets import asset_path
-
 from synth.data import PreferencePair, Turn, json_lines
+from synth.paths import asset_path
 
 MIN_LABELS = 5
 USEFUL_LABELS = 15

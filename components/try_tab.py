@@ -1,26 +1,20 @@
 """The "Try it yourself" tab: label pairs, watch SynthesizeMe fit live, then read, download and test the judge.
 
-Only wiring and rendering live here; labeling state is in ``components.labeling``, the method in ``synth``.
+Layout and wiring only: the handlers are in ``components.try_handlers``, labeling state in ``components.labeling``,
+the method in ``synth``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 
-from components.labeling import MIN_LABELS, BankPair, LabelSession, load_bank, progress_text
+from components import try_handlers as on
+from components.labeling import BankPair, load_bank, progress_text
 from components.model_handle import ModelHandle
-from components.result_view import demos_html, messages_text, persona_card, verdicts_html
-from components.run_view import RunView, escape
-from synth.data import PairFileError, parse_pairs_text, save_pairs
-from synth.generate import draft_two_responses
-from synth.parallel import FitCancelled
-from synth.pipeline import DefaultJudge, SynthesizeMe
 
 # Keyboard shortcuts for labeling; ignored while typing and when the Try tab is hidden.
 SHORTCUTS_JS = """
@@ -48,44 +42,60 @@ def _identity(fn: Callable) -> Callable:
     return fn
 
 
-def pair_view(session: LabelSession | None) -> tuple[str, str, str, str, str]:
-    """progress, prompt, left reply, right reply, labels list: the labeling panel for one session."""
-    if session is None:
-        return progress_text(0), "", "", "", ""
-    shown = session.current
-    progress = progress_text(len(session.labels))
-    if shown is None:
-        prompt = '<div class="prompt-card">No pairs left: ask your own below, or start the run.</div>'
-        return progress, prompt, "", "", labels_html(session)
-    prompt = (f'<div class="prompt-card"><div class="prompt-meta">{escape(shown.pair.topic)}</div>'
-              f'<div class="text-block prompt-text">{escape(shown.pair.prompt)}</div></div>')
-    left = (f'<div class="reply-card"><div class="reply-tag">Left</div>'
-            f'<div class="text-block">{escape(shown.left)}</div></div>')
-    right = (f'<div class="reply-card"><div class="reply-tag">Right</div>'
-             f'<div class="text-block">{escape(shown.right)}</div></div>')
-    return progress, prompt, left, right, labels_html(session)
+@dataclass
+class TryTab:
+    """Handles to the tab's components, in page order (the layout builds them, the wiring connects them)."""
 
+    session: gr.State
+    status: gr.Markdown
+    progress: gr.Markdown
+    prompt_html: gr.HTML
+    left_html: gr.HTML
+    right_html: gr.HTML
+    left_btn: gr.Button
+    skip_btn: gr.Button
+    undo_btn: gr.Button
+    right_btn: gr.Button
+    own_prompt: gr.Textbox
+    own_btn: gr.Button
+    import_btn: gr.UploadButton
+    export_btn: gr.Button
+    import_msg: gr.HTML
+    export_file: gr.File
+    labels_list: gr.HTML
+    mode: gr.Radio
+    start_btn: gr.Button
+    cancel_btn: gr.Button
+    run_progress: gr.HTML
+    run_log: gr.HTML
+    persona_html: gr.HTML
+    demos_view: gr.HTML
+    judge_prompt: gr.Textbox
+    generation_prompt: gr.Textbox
+    artifact_file: gr.File
+    reload_btn: gr.UploadButton
+    opt_in: gr.Checkbox
+    opt_in_msg: gr.HTML
+    bank_pick: gr.Dropdown
+    test_prompt: gr.Textbox
+    test_a: gr.Textbox
+    test_b: gr.Textbox
+    test_btn: gr.Button
+    test_out: gr.HTML
 
-def require(session: LabelSession | None) -> LabelSession:
-    """API clients get no page load; they call ``/start_session`` first, as the page does."""
-    if session is None:
-        raise gr.Error("this session has not started; reload the page (API: call /start_session first)")
-    return session
+    @property
+    def label_outputs(self) -> list[gr.components.Component]:
+        """What ``try_handlers.pair_view`` renders, in its order."""
+        return [self.progress, self.prompt_html, self.left_html, self.right_html, self.labels_list]
 
-
-def labels_html(session: LabelSession) -> str:
-    if not session.labels:
-        return '<div class="labels empty">No labels yet.</div>'
-    rows = []
-    for label in session.labels:
-        rows.append(f'<li><span class="label-src">{escape(label.source)}</span> '
-                    f'<span class="label-prompt">{escape(label.pair.prompt[:120])}</span>'
-                    f'<div class="label-chosen">preferred: {escape(label.pair.chosen.content[:160])}</div></li>')
-    return f'<ol class="labels">{"".join(rows)}</ol>'
+    @property
+    def result_outputs(self) -> list[gr.components.Component]:
+        """What ``try_handlers.result_values`` renders, in its order."""
+        return [self.persona_html, self.demos_view, self.judge_prompt, self.generation_prompt, self.artifact_file]
 
 
 def build_try_tab(demo: gr.Blocks, model: ModelHandle, bank: list[BankPair] | None = None,
-                  gpu: Identity = _identity, contribute: Callable[[dict[str, Any]], str] | None = None,
+                  gpu: Identity = _identity, contribute: on.Contribute | None = None,
                   fit_concurrency: int = 1) -> gr.State:
     """Lay out the tab inside the current Blocks context, wire its events, and return the session state.
 
@@ -93,9 +103,16 @@ def build_try_tab(demo: gr.Blocks, model: ModelHandle, bank: list[BankPair] | No
     artifact to the shared population and returns a message.
     """
     bank = bank if bank is not None else load_bank()
-    session_state = gr.State(None)
+    tab = lay_out(model.status(), bank)
+    wire(demo, tab, model, bank, gpu=gpu, contribute=contribute, fit_concurrency=fit_concurrency)
+    return tab.session
 
-    status = gr.Markdown(model.status(), elem_id="model-status", elem_classes=["model-status"])
+
+def lay_out(model_status: str, bank: list[BankPair]) -> TryTab:
+    """Create the tab's components inside the current Blocks context; no events yet."""
+    session = gr.State(None)
+
+    status = gr.Markdown(model_status, elem_id="model-status", elem_classes=["model-status"])
 
     gr.Markdown("### 1 · Tell us which reply you prefer", elem_classes=["section-title"])
     progress = gr.Markdown(progress_text(0), elem_id="label-progress", elem_classes=["label-progress"])
@@ -160,181 +177,53 @@ def build_try_tab(demo: gr.Blocks, model: ModelHandle, bank: list[BankPair] | No
         test_btn = gr.Button("Compare verdicts", elem_id="btn-test")
         test_out = gr.HTML(elem_id="test-out")
 
-    label_outputs = [progress, prompt_html, left_html, right_html, labels_list]
-    result_outputs = [persona_html, demos_view, judge_prompt, generation_prompt, artifact_file]
+    return TryTab(
+        session=session, status=status,
+        progress=progress, prompt_html=prompt_html, left_html=left_html, right_html=right_html,
+        left_btn=left_btn, skip_btn=skip_btn, undo_btn=undo_btn, right_btn=right_btn,
+        own_prompt=own_prompt, own_btn=own_btn, import_btn=import_btn, export_btn=export_btn, import_msg=import_msg,
+        export_file=export_file, labels_list=labels_list,
+        mode=mode, start_btn=start_btn, cancel_btn=cancel_btn, run_progress=run_progress, run_log=run_log,
+        persona_html=persona_html, demos_view=demos_view, judge_prompt=judge_prompt,
+        generation_prompt=generation_prompt, artifact_file=artifact_file, reload_btn=reload_btn, opt_in=opt_in,
+        opt_in_msg=opt_in_msg,
+        bank_pick=bank_pick, test_prompt=test_prompt, test_a=test_a, test_b=test_b, test_btn=test_btn,
+        test_out=test_out)
+
+
+def wire(demo: gr.Blocks, tab: TryTab, model: ModelHandle, bank: list[BankPair], *, gpu: Identity,
+         contribute: on.Contribute | None, fit_concurrency: int) -> None:
+    """Connect each event to its handler in ``components.try_handlers``, binding the app's shared parts."""
+    model_bound = {"concurrency_id": "model", "concurrency_limit": fit_concurrency}
+    light = {"concurrency_limit": None, "show_progress": "hidden"}
 
     # ---- labeling --------------------------------------------------------------------------------------------
-    def start_session():
-        session = LabelSession.new(bank)
-        return session, *pair_view(session)
+    demo.load(partial(on.start_session, bank), outputs=[tab.session, *tab.label_outputs], queue=False,
+              api_name="start_session")
+    demo.load(partial(on.wait_for_model, model), outputs=tab.status, api_name="model_status", **light)
+    for action in on.LABEL_ACTIONS:
+        button = getattr(tab, f"{action}_btn")
+        button.click(partial(on.label, action), inputs=tab.session, outputs=tab.label_outputs,
+                     api_name=f"label_{action}", **light)
+    tab.own_btn.click(gpu(partial(on.ask_own, model)), inputs=[tab.session, tab.own_prompt],
+                      outputs=[tab.own_prompt, *tab.label_outputs], api_name="ask_own", **model_bound)
+    tab.import_btn.upload(on.import_pairs, inputs=[tab.session, tab.import_btn],
+                          outputs=[tab.import_msg, *tab.label_outputs], api_name="import_pairs")
+    tab.export_btn.click(on.export_labels, inputs=tab.session, outputs=tab.export_file, api_name="export_labels")
 
-    def wait_for_model():
-        model.start()
-        yield model.status()
-        with contextlib.suppress(RuntimeError):
-            model.get()
-        yield model.status()
-
-    demo.load(start_session, outputs=[session_state, *label_outputs], queue=False, api_name="start_session")
-    demo.load(wait_for_model, outputs=[status], concurrency_limit=None, show_progress="hidden",
-              api_name="model_status")
-
-    def act(action: str):
-        def handler(session: LabelSession):
-            session = require(session)
-            if action == "undo":
-                session.undo()
-            elif session.current is not None:
-                session.skip() if action == "skip" else session.choose(action)
-            return pair_view(session)
-        return handler
-
-    for button, action in ((left_btn, "left"), (right_btn, "right"), (skip_btn, "skip"), (undo_btn, "undo")):
-        button.click(act(action), inputs=session_state, outputs=label_outputs, concurrency_limit=None,
-                     show_progress="hidden", api_name=f"label_{action}")
-
-    def ask_own(session: LabelSession, prompt: str):
-        session = require(session)
-        try:
-            first, second = draft_two_responses(model.get(timeout=0), prompt)
-        except (ValueError, RuntimeError) as exc:
-            raise gr.Error(str(exc)) from None
-        session.add_own(prompt.strip(), first, second)
-        return "", *pair_view(session)
-
-    own_btn.click(gpu(ask_own), inputs=[session_state, own_prompt], outputs=[own_prompt, *label_outputs],
-                  concurrency_id="model", concurrency_limit=fit_concurrency, api_name="ask_own")
-
-    def import_pairs(session: LabelSession, path: str):
-        session = require(session)
-        name = Path(path).name
-        try:
-            pairs = parse_pairs_text(Path(path).read_text(encoding="utf-8"), path=name)
-        except (PairFileError, UnicodeDecodeError) as exc:
-            return f'<div class="notice error">{escape(str(exc))}</div>', *pair_view(session)
-        if not pairs:
-            return f'<div class="notice error">{escape(name)}: no pairs in the file</div>', *pair_view(session)
-        session.add_imported(pairs)
-        return f'<div class="notice ok">Imported {len(pairs)} pair(s) from {escape(name)}.</div>', *pair_view(session)
-
-    import_btn.upload(import_pairs, inputs=[session_state, import_btn], outputs=[import_msg, *label_outputs],
-                      api_name="import_pairs")
-
-    def export_labels(session: LabelSession):
-        session = require(session)
-        if not session.labels:
-            raise gr.Error("label at least one pair first")
-        path = Path(tempfile.mkdtemp(prefix="synth-labels-")) / "my_labels.jsonl"
-        save_pairs(session.pairs(), path)
-        return gr.File(value=str(path), visible=True)
-
-    export_btn.click(export_labels, inputs=session_state, outputs=export_file, api_name="export_labels")
-
-    # ---- run ---------------------------------------------------------------------------------------------------
-    def result_values(estimator: SynthesizeMe) -> list[Any]:
-        artifact = estimator.artifact_
-        path = Path(tempfile.mkdtemp(prefix="synth-artifact-")) / "synthesizeme_artifact.json"
-        estimator.save(path)
-        return [persona_card(artifact), demos_html(artifact.get("demos", [])),
-                messages_text(estimator.get_llm_judge_prompt()), estimator.get_generation_prompt(), str(path)]
-
-    def run_fit(session: LabelSession, settings: str, share: bool):
-        session = require(session)
-        pairs = session.pairs()
-        if len(pairs) < MIN_LABELS:
-            raise gr.Error(f"label at least {MIN_LABELS} pairs first ({len(pairs)} so far)")
-        try:
-            lm = model.get(timeout=0)
-        except RuntimeError as exc:
-            raise gr.Error(str(exc)) from None
-        session.cancel.clear()
-        view = RunView()
-        keep = [gr.skip()] * (len(result_outputs) + 1)
-        yield view.progress_html(), view.log_html(), gr.Button(interactive=False), *keep
-        estimator = SynthesizeMe(lm=lm, quick=settings == "Quick")
-        try:
-            for event in estimator.fit_events(pairs, cancel=session.cancel):
-                view.apply(event)
-                yield view.progress_html(), view.log_html(), gr.skip(), *keep
-        except FitCancelled:
-            view.note("Cancelled: nothing was kept from this run.", "cancelled")
-            yield view.progress_html(), view.log_html(), gr.Button(interactive=True), *keep
-            return
-        except Exception as exc:  # shown to the visitor; the page stays usable
-            view.note(f"The run failed: {exc}", "failed")
-            yield view.progress_html(), view.log_html(), gr.Button(interactive=True), *keep
-            return
-        session.fitted = estimator
-        message = contribute_artifact(session) if share else gr.skip()
-        yield view.progress_html(), view.log_html(), gr.Button(interactive=True), *result_values(estimator), message
-
-    start_btn.click(gpu(run_fit), inputs=[session_state, mode, opt_in],
-                    outputs=[run_progress, run_log, start_btn, *result_outputs, opt_in_msg],
-                    concurrency_id="model", concurrency_limit=fit_concurrency, api_name="run_fit")
-
-    def cancel_fit(session: LabelSession):
-        session = require(session)
-        session.cancel.set()
-
-    cancel_btn.click(cancel_fit, inputs=session_state, outputs=None, queue=False, api_name="cancel_fit")
-
-    def reload_artifact(session: LabelSession, path: str):
-        session = require(session)
-        try:
-            session.fitted = SynthesizeMe.load(path)
-        except ValueError as exc:
-            raise gr.Error(str(exc).replace(str(Path(path).parent) + "/", "")) from None
-        return result_values(session.fitted)
-
-    reload_btn.upload(reload_artifact, inputs=[session_state, reload_btn], outputs=result_outputs,
-                      api_name="reload_artifact")
-
-    # ---- population opt-in -----------------------------------------------------------------------------------
-    def contribute_artifact(session: LabelSession) -> str:
-        if session.fitted is None:
-            return '<div class="notice">Your persona will be added once a run finishes.</div>'
-        if contribute is None:
-            return '<div class="notice error">The population store is not available in this deployment.</div>'
-        if session.contributed is session.fitted:
-            return '<div class="notice ok">Already added.</div>'
-        session.contributed = session.fitted
-        return f'<div class="notice ok">{escape(contribute(session.fitted.artifact_))}</div>'
-
-    def on_opt_in(session: LabelSession, share: bool):
-        session = require(session)
-        return contribute_artifact(session) if share else ""
-
-    opt_in.input(on_opt_in, inputs=[session_state, opt_in], outputs=opt_in_msg, api_name="opt_in")
+    # ---- run -------------------------------------------------------------------------------------------------
+    tab.start_btn.click(gpu(partial(on.run_fit, model, contribute)), inputs=[tab.session, tab.mode, tab.opt_in],
+                        outputs=[tab.run_progress, tab.run_log, tab.start_btn, *tab.result_outputs, tab.opt_in_msg],
+                        api_name="run_fit", **model_bound)
+    tab.cancel_btn.click(on.cancel_fit, inputs=tab.session, outputs=None, queue=False, api_name="cancel_fit")
+    tab.reload_btn.upload(on.reload_artifact, inputs=[tab.session, tab.reload_btn], outputs=tab.result_outputs,
+                          api_name="reload_artifact")
+    tab.opt_in.input(partial(on.opt_in, contribute), inputs=[tab.session, tab.opt_in], outputs=tab.opt_in_msg,
+                     api_name="opt_in")
 
     # ---- test the judge --------------------------------------------------------------------------------------
-    by_id = {p.id: p for p in bank}
-
-    def fill_test(pair_id: str | None):
-        if not pair_id:
-            return gr.skip(), gr.skip(), gr.skip()
-        pair = by_id[pair_id]
-        return pair.prompt, pair.responses[0], pair.responses[1]
-
-    bank_pick.change(fill_test, inputs=bank_pick, outputs=[test_prompt, test_a, test_b], queue=False,
-                     api_name="pick_test_pair")
-
-    def test_judge(session: LabelSession, prompt: str, reply_a: str, reply_b: str):
-        session = require(session)
-        if session.fitted is None:
-            raise gr.Error("run SynthesizeMe or reload an artifact first")
-        if not (prompt.strip() and reply_a.strip() and reply_b.strip()):
-            raise gr.Error("fill in the prompt and both replies")
-        try:
-            lm = model.get(timeout=0)
-        except RuntimeError as exc:
-            raise gr.Error(str(exc)) from None
-        session.fitted.lm = lm
-        personal = session.fitted.predict_proba(prompt, reply_a, reply_b)
-        default = DefaultJudge(lm=lm, reasoning_tokens=session.fitted.reasoning_tokens).predict_proba(
-            prompt, reply_a, reply_b)
-        return verdicts_html(personal, default)
-
-    test_btn.click(gpu(test_judge), inputs=[session_state, test_prompt, test_a, test_b], outputs=test_out,
-                   concurrency_id="model", concurrency_limit=fit_concurrency, api_name="test_judge")
-
-    return session_state
+    tab.bank_pick.change(partial(on.fill_test_pair, bank), inputs=tab.bank_pick,
+                         outputs=[tab.test_prompt, tab.test_a, tab.test_b], queue=False, api_name="pick_test_pair")
+    tab.test_btn.click(gpu(partial(on.test_judge, model)),
+                       inputs=[tab.session, tab.test_prompt, tab.test_a, tab.test_b], outputs=tab.test_out,
+                       api_name="test_judge", **model_bound)

@@ -23,8 +23,8 @@ MAX_TURN_CHARS = 200_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
-class PairFileError(ValueError):
-    """A preference file could not be read; the message names file, line and field."""
+class DataFileError(ValueError):
+    """A data file (preference pairs, personas, ...) could not be read; the message names file, line and field."""
 
     def __init__(self, path: str | os.PathLike | None, line: int | None, field_name: str | None, problem: str):
         self.path = str(path) if path is not None else "<input>"
@@ -37,6 +37,10 @@ class PairFileError(ValueError):
         if field_name:
             where.append(f"field '{field_name}'")
         super().__init__(f"{', '.join(where)}: {problem}")
+
+
+class PairFileError(DataFileError):
+    """A preference file could not be read."""
 
 
 @dataclass(frozen=True)
@@ -139,24 +143,28 @@ def _parse_turn(value: Any, name: str, roles: frozenset[str], fail) -> Turn:
     return Turn(role=role, content=content)
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path, error: type[DataFileError] = PairFileError) -> str:
+    """A data file's text, refusing a missing, empty, oversized, binary or non-UTF-8 file with ``error``."""
     if not path.exists():
-        raise PairFileError(path, None, None, "file not found")
+        raise error(path, None, None, "file not found")
     size = path.stat().st_size
     if size == 0:
-        raise PairFileError(path, None, None, "file is empty")
+        raise error(path, None, None, "file is empty")
     if size > MAX_FILE_BYTES:
-        raise PairFileError(path, None, None, f"file is {size:,} bytes, over the {MAX_FILE_BYTES:,} byte limit")
-    raw = path.read_bytes()
+        raise error(path, None, None, f"file is {size:,} bytes, over the {MAX_FILE_BYTES:,} byte limit")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # a folder, or no permission
+        raise error(path, None, None, f"cannot read file ({exc.strerror})") from None
     if b"\x00" in raw[:8192]:
-        raise PairFileError(path, None, None, "looks like a binary file, expected JSONL or JSON text")
+        raise error(path, None, None, "looks like a binary file, expected JSONL or JSON text")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise PairFileError(path, line, None, "not valid UTF-8 text") from None
+        raise error(path, line, None, "not valid UTF-8 text") from None
     if not text.strip():
-        raise PairFileError(path, None, None, "file is empty")
+        raise error(path, None, None, "file is empty")
     return text
 
 
@@ -217,7 +225,7 @@ def _parse_json_list(text: str, path) -> list[PreferencePair]:
 def load_pairs(path: str | os.PathLike) -> list[PreferencePair]:
     """Read a JSONL or JSON-list file of preference pairs; raise PairFileError on any problem."""
     path = Path(path)
-    return parse_pairs_text(_read_text(path), path)
+    return parse_pairs_text(read_text_file(path), path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -263,6 +271,19 @@ def split_train_validation(pairs: Sequence[PreferencePair], validation_fraction:
                          f"got {len(pairs)}")
     n_val = min(len(pairs) - 1, max(1, round(len(pairs) * validation_fraction)))
     return pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val:]
+
+
+def group_by_user(pairs: Iterable[PreferencePair], source: str | os.PathLike | None = None
+                  ) -> dict[str, list[PreferencePair]]:
+    """Each user's pairs in their given order, users in first-seen order. A pair with no ``user_id`` is refused,
+    naming ``source`` and the pair's position (from 1) as its line."""
+    users: dict[str, list[PreferencePair]] = {}
+    for number, pair in enumerate(pairs, start=1):
+        if not pair.user_id:
+            raise PairFileError(source, number, "user_id", "missing; pairs are grouped by user, so every pair "
+                                                           "needs one")
+        users.setdefault(pair.user_id, []).append(pair)
+    return users
 
 
 def truncate_middle(text: str, limit: int) -> str:

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import random
 import threading
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dspy
 
-from synth.data import PreferencePair, split_train_validation
+from synth.data import PreferencePair, group_by_user, split_train_validation
 from synth.events import Stage
-from synth.judge import PairwiseJudge, judgment_of
-from synth.pipeline import QUICK, SynthesizeMe
+from synth.judge import PairwiseJudge
 from synth.signatures import TolerantChatAdapter
-from synth.steps import StepRunner, StepSettings, judge_inputs, user_choice
+from synth.steps import PairScore, StepRunner, StepSettings, judge_both_orders, traces_for_persona
 from synth.theta import PersonaWriter, load_theta, save_theta
 
 MIN_PAIRS_PER_USER = 4
@@ -42,15 +40,6 @@ class UserTask:
     validation: tuple[PreferencePair, ...]
 
 
-def group_by_user(pairs: Sequence[PreferencePair]) -> dict[str, list[PreferencePair]]:
-    users: dict[str, list[PreferencePair]] = defaultdict(list)
-    for pair in pairs:
-        if pair.user_id is None:
-            raise ValueError("optimize-theta needs a user_id on every pair")
-        users[pair.user_id].append(pair)
-    return dict(users)
-
-
 def prepare_users(pairs: Sequence[PreferencePair], settings: StepSettings, max_users: int, seed: int
                   ) -> list[UserTask]:
     """Step 1 for each user (no persona): the winning reasoning becomes that user's notes."""
@@ -61,7 +50,7 @@ def prepare_users(pairs: Sequence[PreferencePair], settings: StepSettings, max_u
         train, validation = split_train_validation(user_pairs)
         runner = StepRunner(settings, lambda event: None, threading.Event())
         traces, _, best = runner.search(Stage.BOOTSTRAP, None, train, validation, random.Random(seed))
-        notes = runner.preference_notes(SynthesizeMe._traces_for_persona(traces, best), train)
+        notes = runner.preference_notes(traces_for_persona(traces, best), train)
         tasks.append(UserTask(user_id, notes, tuple(validation)))
     return tasks
 
@@ -72,11 +61,8 @@ def persona_metric(settings: StepSettings):
     def metric(example: dspy.Example, prediction: dspy.Prediction, trace=None) -> float:
         judge = PairwiseJudge(persona=(prediction.persona or "").strip() or None,
                               reasoning_tokens=settings.reasoning_tokens)
-        scores = []
-        for pair in example.validation:
-            for chosen_first in (True, False):
-                judgment = judgment_of(judge(**judge_inputs(pair, chosen_first, settings.max_turn_chars)))
-                scores.append(float(judgment.preferred == user_choice(chosen_first)))
+        scores = [PairScore.of(*judge_both_orders(judge, pair, settings.max_turn_chars)).score
+                  for pair in example.validation]
         return sum(scores) / len(scores)
 
     return metric
@@ -87,7 +73,7 @@ def optimize_theta(pairs: Sequence[PreferencePair], lm: dspy.BaseLM, output: str
                    seed: int = 0, quick: bool = False, num_threads: int = 8, num_trials: int | None = None,
                    start_theta: str | Path | None = None) -> ThetaResult:
     """Run MIPROv2 over users' notes; save the optimised Θ to ``output`` and report before/after accuracy."""
-    settings = StepSettings(**(QUICK if quick else {}), num_threads=num_threads, seed=seed)
+    settings = StepSettings.resolve(quick, num_threads=num_threads, seed=seed)
     with dspy.context(lm=lm, adapter=TolerantChatAdapter()):
         tasks = prepare_users(pairs, settings, max_users, seed)
         if len(tasks) < 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 
@@ -21,3 +22,19 @@ def data_dir(*parts: str) -> Path:
         root = "/data/synth" if Path("/data").is_dir() and os.access("/data", os.W_OK) else (
             Path.home() / ".local" / "share" / "synth")
     return Path(root).joinpath(*parts)
+
+
+def asset_path(name: str) -> Path:
+    """Path of a bundled data file, e.g. ``asset_path("example_pairs.jsonl")``.
+
+    An installed copy ships the checkout's ``assets/`` folder as the package ``synth.assets``; a checkout that runs
+    without being installed (a Hugging Face Space runs ``python app.py`` so) reads the folder itself.
+    """
+    try:
+        root = Path(str(files("synth.assets")))
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parent.parent / "assets"
+    path = root / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: not a bundled asset of synth (looked in {root})")
+    return path

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import dspy
 
@@ -23,10 +23,14 @@ from synth.signatures import VERDICTS
 from synth.theta import PersonaWriter
 
 ZERO_SHOT, LABELS_ONLY, BOOTSTRAPPED = "zero-shot", "labels-only", "bootstrapped"
+# What ``quick`` changes: a smaller search and shorter texts, for a fit in minutes on a CPU.
+QUICK = {"num_candidates": 3, "max_demos": 2, "reasoning_tokens": 48, "persona_tokens": 120}
 
 
 @dataclass(frozen=True)
 class StepSettings:
+    """The resolved settings of one fit (``quick`` and defaults already applied); recorded in the artifact."""
+
     num_candidates: int = 10
     max_demos: int = 4
     reasoning_tokens: int = 256
@@ -34,6 +38,15 @@ class StepSettings:
     max_turn_chars: int = 2000
     num_threads: int = 16
     seed: int = 0
+
+    @classmethod
+    def resolve(cls, quick: bool = False, **values: int | None) -> StepSettings:
+        """The defaults, replaced by ``QUICK``'s when ``quick``, replaced by every value given that is not None.
+
+        A value passed explicitly always wins over ``quick``: ``quick`` only fills in what the caller left unset.
+        """
+        chosen = {**(QUICK if quick else {}), **{name: value for name, value in values.items() if value is not None}}
+        return cls(**chosen)
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,16 @@ def user_choice(chosen_first: bool) -> str:
     return VERDICTS[0] if chosen_first else VERDICTS[1]
 
 
+def judge_pair(judge: PairwiseJudge, pair: PreferencePair, chosen_first: bool, max_turn_chars: int) -> Judgment:
+    """One judgment of a pair, with the user's chosen reply shown first or second."""
+    return judgment_of(judge(**judge_inputs(pair, chosen_first, max_turn_chars)))
+
+
+def judge_both_orders(judge: PairwiseJudge, pair: PreferencePair, max_turn_chars: int) -> tuple[Judgment, Judgment]:
+    """The pair judged with the chosen reply shown first, then shown second (one call after the other)."""
+    return judge_pair(judge, pair, True, max_turn_chars), judge_pair(judge, pair, False, max_turn_chars)
+
+
 @dataclass(frozen=True)
 class PairScore:
     """One held-out pair judged in both orderings."""
@@ -98,10 +121,22 @@ class PairScore:
     p_correct_chosen_second: float
     verdict_fallbacks: int = 0
 
+    @classmethod
+    def of(cls, chosen_first: Judgment, chosen_second: Judgment) -> PairScore:
+        """Score the two judgments of one pair: chosen reply shown first, then shown second."""
+        return cls(chosen_first.preferred == user_choice(True), chosen_second.preferred == user_choice(False),
+                   p_correct(chosen_first, user_choice(True)), p_correct(chosen_second, user_choice(False)),
+                   chosen_first.is_fallback + chosen_second.is_fallback)
+
     @property
     def score(self) -> float:
         """0, 0.5 or 1: each ordering the judge gets right counts half."""
         return (self.correct_chosen_first + self.correct_chosen_second) / 2
+
+    @property
+    def p_correct(self) -> float:
+        """The probability put on the chosen reply, averaged over both orderings (position bias cancels)."""
+        return (self.p_correct_chosen_first + self.p_correct_chosen_second) / 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,16 +149,19 @@ def score_pairs(judge: PairwiseJudge, pairs: Sequence[PreferencePair], max_turn_
 
     def run(job: tuple[int, bool]) -> Judgment:
         index, chosen_first = job
-        return judgment_of(judge(**judge_inputs(pairs[index], chosen_first, max_turn_chars)))
+        return judge_pair(judge, pairs[index], chosen_first, max_turn_chars)
 
     results = {jobs[k]: judgment for k, judgment in run_concurrently(run, jobs, num_threads)}
-    scores = []
-    for index in range(len(pairs)):
-        first, second = results[(index, True)], results[(index, False)]
-        scores.append(PairScore(first.preferred == user_choice(True), second.preferred == user_choice(False),
-                                p_correct(first, user_choice(True)), p_correct(second, user_choice(False)),
-                                first.is_fallback + second.is_fallback))
-    return scores
+    return [PairScore.of(results[(index, True)], results[(index, False)]) for index in range(len(pairs))]
+
+
+def traces_for_persona(traces: Sequence[Trace], best: Candidate) -> list[Trace]:
+    """What step 2 reads: the winning set's reasoning; else every kept trace; else the bare choices (no unverified
+    reasoning)."""
+    if best.kind == BOOTSTRAPPED:
+        return [traces[i] for i in best.trace_ids]
+    kept = [t for t in traces if t.kept]
+    return kept or [replace(t, reasoning="") for t in traces]
 
 
 class StepRunner:
@@ -158,7 +196,7 @@ class StepRunner:
         max_chars = self.settings.max_turn_chars
 
         def run(index: int) -> Judgment:
-            return judgment_of(judge(**judge_inputs(train[index], positions[index], max_chars)))
+            return judge_pair(judge, train[index], positions[index], max_chars)
 
         traces: list[Trace | None] = [None] * len(train)
         for index, judgment in run_concurrently(run, list(range(len(train))), self.settings.num_threads, self.cancel):
@@ -215,7 +253,7 @@ class StepRunner:
 
         def run(job: tuple[int, int, bool]) -> Judgment:
             c, v, chosen_first = job
-            return judgment_of(judges[c](**judge_inputs(validation[v], chosen_first, max_chars)))
+            return judge_pair(judges[c], validation[v], chosen_first, max_chars)
 
         remaining = [2 * len(validation)] * len(candidates)
         results: list[dict[tuple[int, bool], Judgment]] = [{} for _ in candidates]
@@ -236,19 +274,12 @@ class StepRunner:
 
     @staticmethod
     def _finish_candidate(candidate: Candidate, results: dict[tuple[int, bool], Judgment], n_pairs: int) -> None:
-        per_pair, confidences = [], []
-        for v in range(n_pairs):
-            pair_scores = []
-            for chosen_first in (True, False):
-                judgment = results[(v, chosen_first)]
-                correct = user_choice(chosen_first)
-                pair_scores.append(1.0 if judgment.preferred == correct else 0.0)
-                confidences.append(p_correct(judgment, correct))
-            per_pair.append(sum(pair_scores) / 2)
-        candidate.per_pair_scores = per_pair
-        candidate.accuracy = sum(per_pair) / len(per_pair)
+        scores = [PairScore.of(results[(v, True)], results[(v, False)]) for v in range(n_pairs)]
+        confidences = [p for s in scores for p in (s.p_correct_chosen_first, s.p_correct_chosen_second)]
+        candidate.per_pair_scores = [s.score for s in scores]
+        candidate.accuracy = sum(candidate.per_pair_scores) / n_pairs
         candidate.mean_p_correct = sum(confidences) / len(confidences)
-        candidate.verdict_fallbacks = sum(j.is_fallback for j in results.values())
+        candidate.verdict_fallbacks = sum(s.verdict_fallbacks for s in scores)
 
     # ---- step 2 ---------------------------------------------------------------------------------------------
     def write_persona(self, writer: PersonaWriter, notes: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dspy
 
-from synth.assets import asset_path
+from synth.paths import asset_path
 from synth.signatures import WritePersona
 
 DEFAULT_THETA_PATH = asset_path("theta_default.json")

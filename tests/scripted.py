@@ -7,6 +7,7 @@ persona "The user prefers short replies." is in the instructions, the judge is a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections import Counter
@@ -15,7 +16,7 @@ import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage
 
 from synth.data import PreferencePair, Turn
-from synth.lm.local import request_messages
+from synth.lm.prompts import request_messages
 
 PERSONA = "The user prefers short replies."
 FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", re.S)
@@ -113,3 +114,11 @@ def make_pairs(n: int, tricks: set[int] = frozenset()) -> list[PreferencePair]:
                                        f"details and digressions that go on and on.{tag}"),
             user_id="u1"))
     return pairs
+
+
+def make_population(n_users: int = 3, n_pairs: int = 10) -> list[PreferencePair]:
+    """Users who all prefer short replies; pairs 1 and 4 of each carry the word that fools the plain judge. Only the
+    first user has a demographics text (the Demographics baseline applies to them alone)."""
+    return [dataclasses.replace(p, user_id=f"user-{user}", conversation_id=f"c{user}-{i}",
+                                extra={"demographics": f"Person number {user}."} if user == 0 else {})
+            for user in range(n_users) for i, p in enumerate(make_pairs(n_pairs, {1, 4}))]

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import app
+from components import studio
 from tests.scripted import scripted_lm
 from tests.test_app_client import free_port
 
@@ -29,10 +29,10 @@ XSS_REPLY = 'Short. <img src=x onerror="window.__xss = \'onerror\'">'
 def app_url(tmp_path, monkeypatch):
     assert Path(CHROMIUM).exists(), "Debian chromium is missing: bash scripts/setup.sh --test installs it"
     monkeypatch.setenv("SYNTH_DATA_DIR", str(tmp_path / "data"))
-    demo, model = app.build_app(lm_factory=lambda: scripted_lm()[0])
+    demo, model = studio.build_app(lm_factory=lambda: scripted_lm()[0])
     model.start()
     port = free_port()
-    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    studio.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 

@@ -18,7 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from gradio_client import Client, handle_file
 
-import app
+from components import studio
 from synth.store import PersonaStore
 from tests.scripted import scripted_lm
 
@@ -31,10 +31,10 @@ def free_port() -> int:
 
 def launch_app(lm_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTH_DATA_DIR", str(tmp_path / "data"))
-    demo, model = app.build_app(lm_factory=lm_factory)
+    demo, model = studio.build_app(lm_factory=lm_factory)
     model.start()
     port = free_port()
-    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    studio.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     return demo, model, f"http://127.0.0.1:{port}/"
 
 

@@ -1,4 +1,4 @@
-"""Import, export and validation of preference files, and the CLI's handling of bad input."""
+"""synth.data: import, export and validation of preference files, splits, grouping by user."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ import json
 
 import pytest
 
-from synth.cli import EXIT_BAD_INPUT, main
-from synth.data import MAX_TURN_CHARS, PairFileError, load_pairs, save_pairs, split_train_validation, truncate_middle
+from synth.data import (
+    MAX_TURN_CHARS,
+    PairFileError,
+    group_by_user,
+    load_pairs,
+    save_pairs,
+    split_train_validation,
+    truncate_middle,
+)
 
 GOOD = {"context": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                     {"role": "user", "content": "Plan my week"}],
@@ -68,14 +75,6 @@ def test_empty_and_binary_files_are_refused(tmp_path, content, problem):
         load_pairs(path)
 
 
-def test_cli_exits_non_zero_and_writes_nothing_on_bad_input(tmp_path, capsys):
-    bad = write_lines(tmp_path / "bad.jsonl", [GOOD, {**GOOD, "chosen": {"role": "assistant", "content": ""}}])
-    output = tmp_path / "artifact.json"
-    assert main(["fit", str(bad), "-o", str(output)]) == EXIT_BAD_INPUT
-    assert not output.exists() and list(tmp_path.iterdir()) == [bad]
-    assert "bad.jsonl, line 2, field 'chosen.content': empty content" in capsys.readouterr().err
-
-
 def test_long_turns_are_accepted_but_truncated_in_prompts():
     text = "a" * 3000 + "MIDDLE" + "z" * 3000
     short = truncate_middle(text, 1000)
@@ -93,3 +92,13 @@ def test_default_split_keeps_the_last_30_percent_for_validation(tmp_path):
     assert len(train) == len(validation) == 5
     with pytest.raises(ValueError, match="at least 2"):
         split_train_validation(pairs[:1])
+
+
+def test_group_by_user_keeps_orders_and_names_a_pair_without_user(tmp_path):
+    rows = [{**GOOD, "user_id": user, "conversation_id": str(i)} for i, user in enumerate(["b", "a", "b", "c", "a"])]
+    grouped = group_by_user(load_pairs(write_lines(tmp_path / "p.jsonl", rows)))
+    assert list(grouped) == ["b", "a", "c"]
+    assert [[p.conversation_id for p in pairs] for pairs in grouped.values()] == [["0", "2"], ["1", "4"], ["3"]]
+    anonymous = load_pairs(write_lines(tmp_path / "q.jsonl", [GOOD, {k: v for k, v in GOOD.items() if k != "user_id"}]))
+    with pytest.raises(PairFileError, match=r"q.jsonl, line 2, field 'user_id': missing"):
+        group_by_user(anonymous, tmp_path / "q.jsonl")

@@ -41,7 +41,8 @@ def test_tab_lists_opens_and_places_with_markup_shown_as_text(tmp_path: Path) ->
 
     from components.insights_tab import build_insights_tab
     from synth.insights import PopulationInsights
-    from synth.population import generate_population, write_personas_jsonl
+    from synth.insights.personas import write_personas_jsonl
+    from synth.insights.synthetic import generate_population
     from synth.store import PersonaRecord, PersonaStore
 
     sample = tmp_path / "sample.jsonl"

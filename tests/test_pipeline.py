@@ -142,7 +142,7 @@ def test_fit_events_streams_and_cancels():
     first = next(stream)
     assert isinstance(first, StageStarted)
     stream.close()  # closing the iterator cancels the worker and joins it
-    assert model.persona_ is None
+    assert not hasattr(model, "persona_") and not hasattr(model, "artifact_")  # nothing half-fitted is kept
 
     cancel = threading.Event()
     cancel.set()
@@ -153,22 +153,69 @@ def test_fit_events_streams_and_cancels():
 def test_quick_mode_shrinks_the_search():
     lm, _engine = scripted_lm()
     model = SynthesizeMe(lm=lm, quick=True).fit(make_pairs(8, TRICKS))
-    assert model.num_candidates == 3 and model.reasoning_tokens == 48
+    assert model.settings_.num_candidates == 3 and model.settings_.reasoning_tokens == 48
+    assert model.num_candidates is None and model.reasoning_tokens is None  # parameters stay as given
+    assert model.artifact_["config"]["quick"] is True and model.artifact_["config"]["max_demos"] == 2
     assert len([c for c in model.artifact_["candidates"] if c["stage"] == "bootstrap"]) <= 5
 
 
-def test_optimize_theta_runs_miprov2_and_saves_a_loadable_program(tmp_path):
-    from synth.optimize import optimize_theta
-    from synth.theta import load_theta
+def test_explicit_values_win_over_quick_and_are_never_rewritten():
+    lm, _ = scripted_lm()
+    model = SynthesizeMe(lm=lm, num_candidates=7, quick=True, num_threads=2)
+    assert model.num_candidates == 7 and model.quick  # __init__ stores, fit resolves
+    model.fit(make_pairs(6))
+    assert (model.settings_.num_candidates, model.settings_.max_demos, model.settings_.persona_tokens) == (7, 2, 120)
+    assert model.get_params()["num_candidates"] == 7 and model.get_params()["max_demos"] is None
+    default = SynthesizeMe(lm=lm, num_threads=2).fit(make_pairs(6))
+    assert (default.settings_.num_candidates, default.settings_.max_demos, default.settings_.reasoning_tokens,
+            default.settings_.persona_tokens) == (10, 4, 256, 320)
 
-    lm, engine = scripted_lm()
-    pairs = [p.__class__(p.context, p.chosen, p.rejected, user_id=f"user{u}") for u in range(4)
-             for p in make_pairs(6, TRICKS)]
-    result = optimize_theta(pairs, lm=lm, output=tmp_path / "theta.json", auto=None, num_trials=2, num_threads=2)
-    assert result.n_users == 4 and 0.0 <= result.baseline <= 1.0 and result.optimized == 1.0
-    writer, theta_id = load_theta(tmp_path / "theta.json")
-    assert theta_id == result.theta_id and writer.write.signature.instructions
-    assert engine.calls["other"] > 0  # MIPROv2's proposer asked the prompt model for instructions
+
+def test_the_default_lm_is_resolved_without_writing_the_lm_parameter(monkeypatch):
+    import synth.pipeline
+
+    lm, _ = scripted_lm()
+    built = []
+    monkeypatch.setattr(synth.pipeline, "build_lm", lambda: built.append(lm) or lm)
+    model = SynthesizeMe(num_threads=2).fit(make_pairs(6))
+    assert model.lm is None and model.lm_ is lm and len(built) == 1
+    pair = make_pairs(7)[6]
+    assert model.predict_pairwise(pair.context, pair.chosen, pair.rejected) == 1 and len(built) == 1  # lm_ reused
+    assert DefaultJudge().predict_pairwise(pair.context, pair.chosen, pair.rejected) == 1 and len(built) == 2
+
+
+def test_get_params_set_params_and_sklearn_clone():
+    from sklearn.base import clone
+
+    lm, _ = scripted_lm()
+    model = SynthesizeMe(lm=lm, num_candidates=5, seed=4, quick=True)
+    params = model.get_params()
+    assert set(params) == {"lm", "num_candidates", "max_demos", "seed", "theta", "validation_fraction",
+                           "reasoning_tokens", "persona_tokens", "max_turn_chars", "num_threads", "quick"}
+    assert params["num_candidates"] == 5 and params["seed"] == 4 and params["max_demos"] is None
+    model.fit(make_pairs(6))
+    copy = clone(model)
+    assert copy is not model and copy.get_params() == params and copy.lm is lm  # the LM is shared, not copied
+    assert not hasattr(copy, "persona_") and not hasattr(copy, "settings_")  # a clone is unfitted
+    assert copy.set_params(seed=9, max_demos=1) is copy and copy.seed == 9 and copy.max_demos == 1
+    assert model.seed == 4
+    with pytest.raises(ValueError, match="invalid parameter 'depth'"):
+        copy.set_params(depth=3)
+    judge = DefaultJudge(lm=lm, reasoning_tokens=64)
+    assert clone(judge).get_params() == {"lm": lm, "reasoning_tokens": 64, "max_turn_chars": 2000,
+                                         "num_threads": None, "seed": 0}
+
+
+def test_loaded_artifact_keeps_the_settings_it_was_fitted_with(tmp_path):
+    lm, _ = scripted_lm()
+    model = SynthesizeMe(lm=lm, quick=True, num_threads=2).fit(make_pairs(6))
+    model.save(tmp_path / "a.json")
+    loaded = SynthesizeMe.load(tmp_path / "a.json")  # no LM needed to read it
+    assert loaded.settings_ == model.settings_ and loaded.lm is None
+    assert loaded.get_params()["reasoning_tokens"] == 48 and loaded.quick
+    assert loaded.get_llm_judge_prompt() == model.get_llm_judge_prompt()
+    with pytest.raises(RuntimeError, match="call fit"):
+        SynthesizeMe(lm=lm).get_persona()
 
 
 def test_concurrent_fits_in_one_process_keep_their_own_lm_and_results():
@@ -186,15 +233,3 @@ def test_concurrent_fits_in_one_process_keep_their_own_lm_and_results():
     assert other.get_persona() == "The user enjoys thorough, detailed replies."
     assert short.artifact_["lm_usage"]["lm_calls"] == engine_short.calls["judge"] + engine_short.calls["persona"]
     assert other.artifact_["lm_usage"]["lm_calls"] == engine_other.calls["judge"] + engine_other.calls["persona"]
-
-
-def test_draft_two_responses_gives_two_different_replies_and_refuses_bad_prompts():
-    from synth.generate import DRAFT_STYLES, draft_two_responses
-
-    lm, engine = scripted_lm()
-    compact, thorough = draft_two_responses(lm, "How do I boil an egg?")
-    assert DRAFT_STYLES[0][0] in compact and DRAFT_STYLES[1][0] in thorough and engine.calls["draft"] == 2
-    with pytest.raises(ValueError, match="write a prompt"):
-        draft_two_responses(lm, "   ")
-    with pytest.raises(ValueError, match="under 2000"):
-        draft_two_responses(lm, "x" * 2001)

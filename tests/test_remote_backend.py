@@ -28,7 +28,7 @@ def test_ray_fans_users_out_to_workers_that_reach_the_server(tmp_path):
 
     import ray
 
-    from synth.evaluation.datasets import group_by_user
+    from synth.evaluation.datasets import EvalDataset
     from synth.evaluation.protocol import MethodSettings
     from synth.evaluation.runner import RunConfig, run_evaluation
 
@@ -38,7 +38,7 @@ def test_ray_fans_users_out_to_workers_that_reach_the_server(tmp_path):
     with ScriptedOpenAIServer(ScriptedEngine(with_scores=False)) as server:
         spec = {"spec": "openai/scripted-judge", "api_base": server.base_url, "api_key": "local-test", "cache": False}
         try:
-            outcome = run_evaluation(group_by_user(pairs, "remote-users"), None, tmp_path, config,
+            outcome = run_evaluation(EvalDataset.from_pairs(pairs, "remote-users"), None, tmp_path, config,
                                      model_label="remote", lm_spec=spec, progress=False)
         finally:
             ray.shutdown()

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.assets import asset_path
-from synth.data import PairFileError, PreferencePair, Turn, json_lines, load_pairs, save_pairs
+from synth.data import PairFileError, PreferencePair, Turn, group_by_user, json_lines, load_pairs
+from synth.paths import asset_path
 
 PERSONAL_REWARD_BENCH = ("MichaelR207/prism_personalized_0125", "MichaelR207/chatbot_arena_personalized_0125")
 PRISM_RAW = "HannahRoseKirk/prism-alignment"
@@ -54,25 +54,18 @@ class EvalDataset:
             return self
         return EvalDataset(self.name, self.users[:n_users], self.source)
 
-
-def group_by_user(pairs: Iterable[PreferencePair], name: str, source: str = "",
-                  demographics: Mapping[str, str] | None = None, min_pairs: int = 1) -> EvalDataset:
-    """Group pairs by ``user_id`` (first-seen order); pairs without a user id are refused."""
-    grouped: dict[str, list[PreferencePair]] = defaultdict(list)
-    for number, pair in enumerate(pairs, start=1):
-        if not pair.user_id:
-            raise PairFileError(source or name, number, "user_id", "evaluation needs a user_id on every pair")
-        grouped[pair.user_id].append(pair)
-    demographics = dict(demographics or {})
-    users = []
-    for user_id, user_pairs in grouped.items():
-        if len(user_pairs) < min_pairs:
-            continue
-        text = demographics.get(user_id) or _row_demographics(user_pairs)
-        users.append(UserData(user_id, tuple(user_pairs), text or None))
-    if not users:
-        raise PairFileError(source or name, None, None, f"no user has at least {min_pairs} pairs")
-    return EvalDataset(name, tuple(users), source)
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[PreferencePair], name: str, source: str = "",
+                   demographics: Mapping[str, str] | None = None, min_pairs: int = 1) -> EvalDataset:
+        """The users (``synth.data.group_by_user``) with at least ``min_pairs`` pairs, each with their demographics
+        from ``demographics`` or their rows; pairs without a user id are refused."""
+        demographics = dict(demographics or {})
+        users = [UserData(user_id, tuple(user_pairs), demographics.get(user_id) or _row_demographics(user_pairs))
+                 for user_id, user_pairs in group_by_user(pairs, source or name).items()
+                 if len(user_pairs) >= min_pairs]
+        if not users:
+            raise PairFileError(source or name, None, None, f"no user has at least {min_pairs} pairs")
+        return cls(name, tuple(users), source)
 
 
 def _row_demographics(pairs: Sequence[PreferencePair]) -> str | None:
@@ -121,10 +114,6 @@ def write_parquet_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike
         raise
 
 
-def write_jsonl_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> None:
-    save_pairs(pairs, path)
-
-
 def _pyarrow():
     try:
         import pyarrow
@@ -155,7 +144,7 @@ def load_personal_reward_bench(name: str, revision: str | None = None) -> EvalDa
             row = _drop_nulls(dict(row))
             row.setdefault("split", split_name)
             pairs.append(PreferencePair.from_dict(row, path=f"{name}[{split_name}]", line=number))
-    return group_by_user(pairs, name=name, source=f"hf:{name}")
+    return EvalDataset.from_pairs(pairs, name=name, source=f"hf:{name}")
 
 
 # ---- raw PRISM --------------------------------------------------------------------------------------------------
@@ -236,7 +225,7 @@ def load_prism_raw(source: str | os.PathLike = PRISM_RAW, min_pairs: int = 5) ->
         where = f"hf:{source}"
     demographics = {str(row["user_id"]): demographics_text(row) for row in survey if row.get("user_id")}
     pairs = prism_pairs_from_conversations(conversations, source=where)
-    return group_by_user(pairs, name="prism-raw", source=where, demographics=demographics, min_pairs=min_pairs)
+    return EvalDataset.from_pairs(pairs, name="prism-raw", source=where, demographics=demographics, min_pairs=min_pairs)
 
 
 def _read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
@@ -254,9 +243,9 @@ def load_eval_dataset(spec: str | os.PathLike) -> EvalDataset:
     if path.is_dir():
         return load_prism_raw(path)
     if path.suffix in {".jsonl", ".json"}:
-        return group_by_user(load_pairs(path), name=path.stem, source=str(path))
+        return EvalDataset.from_pairs(load_pairs(path), name=path.stem, source=str(path))
     if path.suffix == ".parquet":
-        return group_by_user(load_parquet_pairs(path), name=path.stem, source=str(path))
+        return EvalDataset.from_pairs(load_parquet_pairs(path), name=path.stem, source=str(path))
     if text == PRISM_RAW:
         return load_prism_raw(text)
     if text.count("/") == 1 and not path.exists():
@@ -301,4 +290,4 @@ def synthetic_dataset(n_users: int, pairs_per_user: int, seed: int = 0,
                 rejected=Turn("assistant", rejected["content"]), user_id=user.user_id,
                 conversation_id=f"{user.user_id}-{row['id']}",
                 extra={DEMOGRAPHICS_FIELD: "Simulated user who " + user.describe(styles)}))
-    return group_by_user(pairs, name=f"synthetic-{n_users}x{pairs_per_user}", source="synthetic"), users
+    return EvalDataset.from_pairs(pairs, name=f"synthetic-{n_users}x{pairs_per_user}", source="synthetic"), users

@@ -33,7 +33,7 @@ import dspy
 from synth.data import PreferencePair
 from synth.judge import PairwiseJudge
 from synth.metrics import Accuracy, accuracy_with_interval
-from synth.pipeline import QUICK, SynthesizeMe
+from synth.pipeline import SynthesizeMe
 from synth.signatures import TolerantChatAdapter
 from synth.steps import LABELS_ONLY, Candidate, PairScore, StepRunner, StepSettings, Trace, score_pairs
 
@@ -124,15 +124,28 @@ def summarize_scores(scores: Sequence[float], seed: int = 0, n_resamples: int = 
 
 # ---- methods ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MethodSettings(StepSettings):
-    """The steps' settings plus ``quick`` (as ``synth fit --quick``) and the Θ file."""
+class MethodSettings:
+    """What every method of a run is given: ``SynthesizeMe``'s parameters, resolved the same way (None: the default,
+    or with ``quick`` the quick value; see ``StepSettings.resolve``), and ``num_threads`` LM calls per user."""
 
-    num_threads: int = 8
     quick: bool = False
+    num_candidates: int | None = None
+    max_demos: int | None = None
+    reasoning_tokens: int | None = None
+    persona_tokens: int | None = None
+    max_turn_chars: int = 2000
+    num_threads: int = 8
+    seed: int = 0
     theta: str | None = None
 
-    def resolved(self) -> MethodSettings:
-        return dataclasses.replace(self, **QUICK) if self.quick else self
+    def synthesizeme(self, lm: dspy.BaseLM) -> SynthesizeMe:
+        """An unfitted SynthesizeMe with these parameters."""
+        return SynthesizeMe(lm=lm, **dataclasses.asdict(self))
+
+    def steps(self) -> StepSettings:
+        """The resolved settings the methods judge and build demos with."""
+        return StepSettings.resolve(self.quick, **{f.name: getattr(self, f.name)
+                                                   for f in dataclasses.fields(StepSettings)})
 
 
 class SynthesizeMeFits:
@@ -157,12 +170,7 @@ class SynthesizeMeFits:
             if path is not None and path.exists():
                 model = SynthesizeMe.load(path, lm=lm)
             else:
-                s = settings.resolved()
-                model = SynthesizeMe(lm=lm, num_candidates=s.num_candidates, max_demos=s.max_demos, seed=s.seed,
-                                     theta=s.theta, reasoning_tokens=s.reasoning_tokens,
-                                     persona_tokens=s.persona_tokens, max_turn_chars=s.max_turn_chars,
-                                     num_threads=s.num_threads)
-                model.fit(split.context, val_pairs=split.validation)
+                model = settings.synthesizeme(lm).fit(split.context, val_pairs=split.validation)
                 if path is not None:
                     model.save(path)
             self._fits[key] = model
@@ -184,9 +192,14 @@ class EvaluationMethod(abc.ABC):
     def __init__(self, lm: dspy.BaseLM, settings: MethodSettings = MethodSettings(),
                  fits: SynthesizeMeFits | None = None):
         self.lm = lm
-        self.settings = settings.resolved()
+        self.settings = settings
         self.fits = fits or SynthesizeMeFits(None)
         self.prompt_: JudgePrompt | None = None
+
+    @property
+    def steps(self) -> StepSettings:
+        """The resolved settings this method judges and builds demos with."""
+        return self.settings.steps()
 
     def applies_to(self, split: UserSplit) -> bool:
         return True
@@ -202,7 +215,7 @@ class EvaluationMethod(abc.ABC):
     def predict(self, test_pairs: Sequence[PreferencePair]) -> list[PairScore]:
         if self.prompt_ is None:
             raise RuntimeError("call fit() first")
-        s = self.settings
+        s = self.steps
         return judge_test_pairs(self.prompt_, test_pairs, self.lm, s.reasoning_tokens, s.max_turn_chars,
                                 s.num_threads)
 
@@ -239,10 +252,10 @@ class MemoryMethod(EvaluationMethod):
     name, title = "memory", "memory"
 
     def _build_prompt(self, split, fit_key):
-        rng = random.Random(f"{self.settings.seed}:{split.user_id}:memory")
+        rng = random.Random(f"{self.steps.seed}:{split.user_id}:memory")
         positions = [rng.random() < 0.5 for _ in split.context]  # where the chosen reply is shown in each demo
         everything = Candidate("memory", 0, LABELS_ONLY, list(range(len(split.context))))
-        runner = StepRunner(self.settings, lambda event: None, threading.Event())
+        runner = StepRunner(self.steps, lambda event: None, threading.Event())
         return JudgePrompt(demos=tuple(runner.demos_for(everything, [], split.context, positions)))
 
 
@@ -260,7 +273,7 @@ class JustDemosMethod(EvaluationMethod):
         train = [PreferencePair.from_dict(row) for row in artifact["pairs"]["train"]]
         shown_first = {t.pair_index: t.chosen_shown_first for t in traces}
         positions = [shown_first.get(i, True) for i in range(len(train))]
-        runner = StepRunner(self.settings, lambda event: None, threading.Event())
+        runner = StepRunner(self.steps, lambda event: None, threading.Event())
         return JudgePrompt(demos=tuple(runner.demos_for(best, traces, train, positions)))
 
 

@@ -1,8 +1,13 @@
 """Population insights: cluster trait statements from many personas into named, counted, stable insights.
 
-    from synth.insights import PopulationInsights
-    result = PopulationInsights().fit(personas)      # personas: list[Persona]
+    from synth.insights import PopulationInsights, read_personas_jsonl
+    result = PopulationInsights().fit(read_personas_jsonl("personas.jsonl"))
     result.to_json()                                 # the insights.json schema
+
+Modules: `pipeline` (the estimator and its stages), its swappable parts (`splitting`, `embedding`, `parts`,
+`naming`, `keywords`), `types` (what flows through), `personas` (persona files), `population` (the studio's
+population and shared fit), `report` (map and HTML), and for measuring quality `synthetic` (populations with planted
+traits) and `recovery` (how many of them a result recovers).
 
 Names are imported lazily, so light modules (e.g. `synth.insights.types`, used by the persona store) do not pull
 in DSPy, scikit-learn or sentence-transformers.
@@ -18,6 +23,7 @@ _EXPORTS = {
     "CachedEmbedder": "synth.insights.embedding",
     "CentralStatementNamer": "synth.insights.naming",
     "ChildNamesThemeNamer": "synth.insights.naming",
+    "FitCache": "synth.insights.population",
     "HDBSCANClusterer": "synth.insights.parts",
     "Insight": "synth.insights.types",
     "InsightsResult": "synth.insights.types",
@@ -27,46 +33,25 @@ _EXPORTS = {
     "PCAProjector": "synth.insights.parts",
     "PCAReducer": "synth.insights.parts",
     "Persona": "synth.insights.types",
+    "PersonaFileError": "synth.insights.personas",
     "Placement": "synth.insights.types",
+    "Population": "synth.insights.population",
     "PopulationInsights": "synth.insights.pipeline",
     "SentenceSplitter": "synth.insights.splitting",
     "SentenceTransformerEmbedder": "synth.insights.embedding",
     "SharedNeighborLouvain": "synth.insights.parts",
     "Statement": "synth.insights.types",
     "class_tfidf_keywords": "synth.insights.keywords",
+    "generate_population": "synth.insights.synthetic",
+    "read_artifact": "synth.insights.personas",
+    "read_personas_jsonl": "synth.insights.personas",
     "trait_core": "synth.insights.splitting",
+    "write_personas_jsonl": "synth.insights.personas",
 }
-__all__ = [
-    "AnchoredTSNEProjector",
-    "CachedEmbedder",
-    "CentralStatementNamer",
-    "ChildNamesThemeNamer",
-    "HDBSCANClusterer",
-    "Insight",
-    "InsightsPipeline",
-    "InsightsResult",
-    "KMeansClusterer",
-    "LLMFacetExtractor",
-    "LLMNamer",
-    "PCAProjector",
-    "PCAReducer",
-    "Persona",
-    "Placement",
-    "PopulationInsights",
-    "SentenceSplitter",
-    "SentenceTransformerEmbedder",
-    "SharedNeighborLouvain",
-    "Statement",
-    "class_tfidf_keywords",
-    "trait_core",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if (
-        name == "InsightsPipeline"
-    ):  # alias: the estimator is also a pipeline of swappable parts
-        name = "PopulationInsights"
     if name not in _EXPORTS:
         raise AttributeError(f"module 'synth.insights' has no attribute {name!r}")
     return getattr(import_module(_EXPORTS[name]), name)

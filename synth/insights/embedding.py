@@ -8,13 +8,14 @@ which runs offline; any other sentence-transformers model id or path works the s
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from synth.paths import cache_dir as synth_cache_dir
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -23,12 +24,6 @@ class Embedder(Protocol):
     model_id: str
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def default_cache_dir() -> Path:
-    """`$SYNTH_CACHE_DIR/embeddings`, else `~/.cache/synth/embeddings`."""
-    root = os.environ.get("SYNTH_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "synth") / "embeddings"
 
 
 def _packaged_minilm_path() -> str | None:
@@ -90,9 +85,7 @@ class CachedEmbedder:
     def __init__(self, embedder: Embedder, cache_dir: str | Path | None = None) -> None:
         self.embedder = embedder
         self.model_id = embedder.model_id
-        self.cache_dir = (
-            Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        )
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else synth_cache_dir("embeddings")
         self.hits = 0
         self.misses = 0
 

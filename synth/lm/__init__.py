@@ -8,27 +8,34 @@ Model specs understood by :func:`build_lm` (and the CLI's ``--model``):
   bf16, else fp32).
 - ``<provider>/<model>`` or ``remote:<provider>/<model>``: any LiteLLM id through ``dspy.LM`` (OpenAI, vLLM,
   Ollama...); pass ``api_base`` for an OpenAI-compatible server.
+
+A local model runs in the engine laid out like SGLang's or vLLM's: ``config`` (:class:`EngineConfig`, every limit),
+``loading`` (device, dtype, GGUF conversion, weights and tokenizer), ``prompts`` (chat template or plain
+transcript), ``runner`` (the only code that runs the network: prefill, decoding steps, choice scoring), ``kv``
+(batch cache and prefix store), ``sampling`` (token choice and stop strings), ``scheduler`` (the one loop every
+request goes through) and ``engine`` (the DSPy adapter and the process's engines).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 
 import dspy
 
-from synth.lm.batching import BatchingEngine
+from synth import paths
+from synth.lm.config import EngineConfig
+from synth.lm.engine import EngineRegistry, LocalEngine
 from synth.lm.gpu import gpu_task
-from synth.lm.local import GPU_BATCH_CAP, LocalEngine, LocalModel, pick_device
+from synth.lm.loading import LocalModel, pick_device
 
 OFFLINE = "offline"
 ALIASES = {"llama-3.2-3b": "local:meta-llama/Llama-3.2-3B-Instruct"}
 SPACES_DEFAULT = "llama-3.2-3b"
 CPU_FIT_THREADS = 16
 
-_engines: dict[tuple[str, str], LocalEngine] = {}
-_engines_lock = threading.Lock()
+# The local engines of this process: one per (model, device), so one copy of each model's weights is loaded.
+ENGINES = EngineRegistry()
 
 
 def packaged_model_path() -> str:
@@ -61,21 +68,8 @@ class ModelInfo:
 
 
 def local_engine(source: str, device: str = "auto") -> LocalEngine:
-    """One engine (one copy of the weights) per model and device in this process."""
-    key = (source, device)
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None or getattr(engine, "is_closed", False):
-            model = engine.local_model if engine is not None else LocalModel(source, device=device)
-            engine = _engines[key] = make_engine(model)
-        return engine
-
-
-def make_engine(model: LocalModel) -> LocalEngine:
-    """The engine for a local model: batching, unless ``SYNTH_BATCHING=0`` asks for one call at a time."""
-    if os.environ.get("SYNTH_BATCHING", "1").strip() == "0":
-        return LocalEngine(model)
-    return BatchingEngine(model)
+    """This process's engine for a local model on a device (see :data:`ENGINES`)."""
+    return ENGINES.get(source, device)
 
 
 def build_lm(spec: str | None = None, *, api_base: str | None = None, api_key: str | None = None,
@@ -83,10 +77,7 @@ def build_lm(spec: str | None = None, *, api_base: str | None = None, api_key: s
     """Build the dspy.LM for a model spec (see module docstring)."""
     resolved = resolve_spec(spec)
     if resolved.startswith("local:"):
-        source = resolved[len("local:"):]
-        engine = local_engine(source, device)
-        name = engine.local_model.display_name
-        return dspy.LM(f"local/{name}", engine=engine, temperature=0.0, max_tokens=max_tokens, cache=cache)
+        return local_engine(resolved[len("local:"):], device).as_lm(max_tokens=max_tokens, cache=cache)
     model = resolved[len("remote:"):] if resolved.startswith("remote:") else resolved
     extra = {k: v for k, v in {"api_base": api_base, "api_key": api_key}.items() if v}
     return dspy.LM(model, temperature=0.0, max_tokens=max_tokens, cache=cache, **extra)
@@ -94,9 +85,9 @@ def build_lm(spec: str | None = None, *, api_base: str | None = None, api_key: s
 
 def describe(lm: dspy.BaseLM) -> ModelInfo:
     engine = getattr(lm, "engine", None)
-    local_model = getattr(engine, "local_model", None)
-    if local_model is None:
+    if not isinstance(engine, LocalEngine):
         return ModelInfo(spec=lm.model, name=lm.model, is_local=False, is_packaged_demo=False, device="remote")
+    local_model = engine.local_model
     packaged = local_model.source.endswith(".gguf") and "gemma3_270m" in local_model.source.replace("-", "_")
     return ModelInfo(spec=lm.model, name=local_model.display_name, is_local=True, is_packaged_demo=packaged,
                      device=local_model.device)
@@ -104,28 +95,28 @@ def describe(lm: dspy.BaseLM) -> ModelInfo:
 
 def fit_threads(lm: dspy.BaseLM) -> int:
     """How many LM calls a fit keeps in flight. A local model on a GPU batches them, so every call of a stage
-    (up to 12 candidates x 2 orders x the validation pairs) should be in flight at once: with 64 threads the 72
-    calls of a 10-pair fit's stage ran in two waves. On CPU a batch gains nothing past 16 rows, and remote APIs
-    rate-limit."""
-    model = getattr(getattr(lm, "engine", None), "local_model", None)
-    if model is None:
+    (up to 12 candidates x 2 orders x the validation pairs) should be in flight at once, up to the engine's batch
+    rows. On CPU a larger batch gains nothing, and remote APIs rate-limit."""
+    engine = getattr(lm, "engine", None)
+    if not isinstance(engine, LocalEngine):
         return CPU_FIT_THREADS
+    model = engine.local_model
     device = model.device if model.is_loaded else pick_device(model.device_request)
-    return GPU_BATCH_CAP if device == "cuda" else CPU_FIT_THREADS
+    return engine.config.batch_rows(device) if device == "cuda" else CPU_FIT_THREADS
 
 
 def configure_cache(cache_dir: str | None = None) -> None:
-    """Point DSPy's response cache at ``cache_dir`` (default ``$SYNTH_CACHE_DIR/dspy``); call once per process."""
-    from synth.lm.local import default_cache_dir
-
-    directory = cache_dir or str(default_cache_dir() / "dspy")
+    """Point DSPy's response cache at ``cache_dir`` (default ``synth.paths.cache_dir("dspy")``); call once per
+    process."""
+    directory = cache_dir or str(paths.cache_dir("dspy"))
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=directory)
 
 
 __all__ = [
+    "ENGINES",
     "OFFLINE",
     "SPACES_DEFAULT",
-    "BatchingEngine",
+    "EngineConfig",
     "LocalEngine",
     "LocalModel",
     "ModelInfo",
@@ -135,7 +126,6 @@ __all__ = [
     "fit_threads",
     "gpu_task",
     "local_engine",
-    "make_engine",
     "packaged_model_path",
     "resolve_spec",
 ]

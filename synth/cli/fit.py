@@ -1,37 +1,19 @@
-"""``synth``: fit, judge and inspect personalized judges from the command line.
+"""``synth fit``, ``judge``, ``persona`` and ``optimize-theta``: one user's judge, and the persona-writing program Θ.
 
-Each command renders the engine's events; none of them contains method logic.
+Each command renders the engine's events or results; none of them contains method logic.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from synth.cli import common
 from synth.data import PairFileError, PreferencePair, load_pairs
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="offline (packaged Gemma 3 270M, default), llama-3.2-3b, local:<hf id|dir|.gguf>, "
-                             "or a LiteLLM id such as openai/gpt-4o-mini")
-    parser.add_argument("--api-base", default=None, help="OpenAI-compatible server URL (vLLM, Ollama...)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cuda, mps or cpu")
-    parser.add_argument("--cache-dir", default=None, help="DSPy response cache (default $SYNTH_CACHE_DIR/dspy)")
-    parser.add_argument("--no-cache", action="store_true", help="always call the model, never reuse cached answers")
-
-
-def _build_lm(args: argparse.Namespace):
-    from synth.lm import build_lm
-
-    return build_lm(args.model, api_base=args.api_base, device=args.device, cache=not args.no_cache)
 
 
 class ProgressView:
@@ -86,7 +68,7 @@ def _wrap(text: str, indent: str = "  ") -> str:
                      for p in (text or "").splitlines() if p.strip())
 
 
-def print_summary(artifact: dict, out=None) -> None:
+def print_summary(artifact: dict[str, Any], out=None) -> None:
     out = out or sys.stdout
     usage = artifact.get("lm_usage", {})
     print("Persona:", file=out)
@@ -107,18 +89,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     pairs = load_pairs(args.pairs)
     val_pairs = load_pairs(args.val) if args.val else None
-    model = SynthesizeMe(lm=_build_lm(args), num_candidates=args.num_candidates, max_demos=args.max_demos,
-                         seed=args.seed, theta=args.theta, quick=args.quick, cache_dir=args.cache_dir,
-                         num_threads=args.threads)
+    model = SynthesizeMe(lm=common.build_lm_from(args), num_candidates=args.num_candidates, max_demos=args.max_demos,
+                         seed=args.seed, theta=args.theta, quick=args.quick, num_threads=args.threads)
     model.fit(pairs, val_pairs=val_pairs, callback=ProgressView(verbose=not args.quiet))
     model.save(args.output)
     print_summary(model.artifact_)
     print(f"\nSaved {args.output}")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
-def _read_pair_file(path: str) -> PreferencePair | tuple:
-    """A pair to judge: a full preference row, or {context, a, b} with no labels."""
+def read_pair_file(path: str) -> tuple[Any, Any, Any]:
+    """A pair to judge as (context, a, b): from a full preference row, or from {context, a, b} with no labels."""
     try:
         row = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -137,15 +118,15 @@ def _read_pair_file(path: str) -> PreferencePair | tuple:
 def cmd_judge(args: argparse.Namespace) -> int:
     from synth.pipeline import DefaultJudge, SynthesizeMe
 
-    context, a, b = _read_pair_file(args.pair)
-    lm = _build_lm(args)
+    context, a, b = read_pair_file(args.pair)
+    lm = common.build_lm_from(args)
     model = SynthesizeMe.load(args.artifact, lm=lm)
     p_personal = model.predict_proba(context, a, b)
     print(f"Personalized judge: {'A' if p_personal >= 0.5 else 'B'} preferred (P(A) = {p_personal:.2f})")
     if args.compare_default:
         p_default = DefaultJudge(lm=lm).predict_proba(context, a, b)
         print(f"Default judge:      {'A' if p_default >= 0.5 else 'B'} preferred (P(A) = {p_default:.2f})")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def cmd_persona(args: argparse.Namespace) -> int:
@@ -158,104 +139,70 @@ def cmd_persona(args: argparse.Namespace) -> int:
         print(model.get_generation_prompt())
     else:
         print(model.get_persona())
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def cmd_optimize_theta(args: argparse.Namespace) -> int:
     from synth.optimize import optimize_theta
 
     pairs = load_pairs(args.pairs)
-    teacher = None
-    if args.teacher_model:
-        from synth.lm import build_lm
-
-        teacher = build_lm(args.teacher_model, api_base=args.api_base, device=args.device)
-    result = optimize_theta(pairs, lm=_build_lm(args), prompt_lm=teacher, output=args.output, auto=args.auto,
-                            max_users=args.max_users, seed=args.seed, quick=args.quick)
+    lm = common.build_lm_from(args)
+    teacher = common.build_lm_from(args, spec=args.teacher_model) if args.teacher_model else None
+    result = optimize_theta(pairs, lm=lm, prompt_lm=teacher, output=args.output, auto=args.auto,
+                            max_users=args.max_users, seed=args.seed, quick=args.quick, num_threads=args.threads)
     print(f"Θ {result.theta_id} saved to {args.output}: mean validation accuracy {100 * result.baseline:.1f}% "
           f"with the starting Θ -> {100 * result.optimized:.1f}% with the new one ({result.n_users} users)")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
-def cmd_app(args: argparse.Namespace) -> int:
-    import app
+def _default_text(setting: str) -> str:
+    from synth.steps import QUICK, StepSettings
 
-    app.main(server_name=args.host, server_port=args.port, share=args.share)
-    return EXIT_OK
+    return f"default {getattr(StepSettings(), setting)}; {QUICK[setting]} with --quick"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="synth", description="SynthesizeMe: personalized LLM judges from a "
-                                                                "handful of pairwise preferences.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    fit = commands.add_parser("fit", help="fit a personalized judge from preference pairs (JSONL or JSON)")
-    fit.add_argument("pairs", help="preference pairs in the official format")
-    fit.add_argument("-o", "--output", required=True, help="artifact JSON to write")
-    fit.add_argument("--val", help="explicit validation pairs (default: last 30%% of PAIRS)")
-    fit.add_argument("--quick", action="store_true", help="fewer candidates and shorter reasoning (minutes on CPU)")
-    fit.add_argument("--num-candidates", type=int, default=10)
-    fit.add_argument("--max-demos", type=int, default=4)
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--theta", help="persona-writing program (Θ) file; default: the bundled one")
-    fit.add_argument("--threads", type=int, help="concurrent LM calls (default: 128 for a local model on a GPU, "
-                     "else 16)")
-    fit.add_argument("--quiet", action="store_true", help="no per-trace lines")
-    _add_model_options(fit)
+def register(commands) -> None:
+    """Add ``fit``, ``judge``, ``persona`` and ``optimize-theta`` to the ``synth`` sub-command parser."""
+    fit = commands.add_parser("fit", help="fit a personalized judge from one user's preference pairs")
+    fit.add_argument("pairs", help="preference pairs in the official format (JSONL or a JSON list)")
+    common.add_output_option(fit, "artifact JSON file to write")
+    fit.add_argument("--val", help="explicit validation pairs (default: the last 30%% of PAIRS)")
+    common.add_quick_option(fit)
+    fit.add_argument("--num-candidates", type=common.at_least(0), default=None,
+                     help=f"random demo sets tried per search step ({_default_text('num_candidates')})")
+    fit.add_argument("--max-demos", type=common.at_least(1), default=None,
+                     help=f"most demos in one candidate set ({_default_text('max_demos')})")
+    common.add_seed_option(fit, "the reply order shown to the judge and the candidate search")
+    fit.add_argument("--theta", help="persona-writing program (Θ) file (default: the bundled one)")
+    common.add_threads_option(fit, None, "128 for a local model on a GPU, else 16")
+    common.add_quiet_option(fit)
+    common.add_model_options(fit)
+    common.add_cache_options(fit)
     fit.set_defaults(func=cmd_fit)
 
     judge = commands.add_parser("judge", help="judge one pair with a fitted artifact")
-    judge.add_argument("artifact")
+    judge.add_argument("artifact", help="artifact JSON written by synth fit")
     judge.add_argument("--pair", required=True, help='JSON file: {"context", "a", "b"} or a preference row')
     judge.add_argument("--compare-default", action="store_true", help="also show the non-personalized verdict")
-    _add_model_options(judge)
+    common.add_model_options(judge)
+    common.add_cache_options(judge)
     judge.set_defaults(func=cmd_judge)
 
-    persona = commands.add_parser("persona", help="print an artifact's persona or prompts")
-    persona.add_argument("artifact")
+    persona = commands.add_parser("persona", help="print an artifact's persona or prompts (no model needed)")
+    persona.add_argument("artifact", help="artifact JSON written by synth fit")
     persona.add_argument("--format", choices=["text", "judge-prompt", "generation-prompt"], default="text")
     persona.set_defaults(func=cmd_persona)
 
-    theta = commands.add_parser("optimize-theta", help="optimise the persona-writing prompt Θ with MIPROv2")
-    theta.add_argument("pairs", help="pairs of many users (each row with user_id)")
-    theta.add_argument("-o", "--output", required=True, help="Θ program file to write")
-    theta.add_argument("--teacher-model", help="model that proposes instructions (distil Θ from a larger model)")
-    theta.add_argument("--auto", choices=["light", "medium", "heavy"], default="light")
-    theta.add_argument("--max-users", type=int, default=40)
-    theta.add_argument("--seed", type=int, default=0)
-    theta.add_argument("--quick", action="store_true")
-    _add_model_options(theta)
+    theta = commands.add_parser("optimize-theta", help="optimise the persona-writing program Θ with MIPROv2")
+    theta.add_argument("pairs", help="pairs of many users (each row with a user_id)")
+    common.add_output_option(theta, "Θ program file to write")
+    theta.add_argument("--teacher-model", help="model that proposes instructions (distil Θ from a larger model); "
+                                               "same --api-base, --api-key and --device as --model")
+    theta.add_argument("--auto", choices=["light", "medium", "heavy"], default="light", help="MIPROv2's budget")
+    theta.add_argument("--max-users", type=common.at_least(1), default=40, help="users sampled from PAIRS (default 40)")
+    common.add_quick_option(theta)
+    common.add_seed_option(theta, "the user sample, the splits and MIPROv2")
+    common.add_threads_option(theta, 8, "8")
+    common.add_model_options(theta)
+    common.add_cache_options(theta)
     theta.set_defaults(func=cmd_optimize_theta)
-
-    app_parser = commands.add_parser("app", help="start the Gradio studio")
-    app_parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    app_parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    app_parser.add_argument("--share", action="store_true")
-    app_parser.set_defaults(func=cmd_app)
-
-    from synth.evaluation.cli import register as register_evaluation
-    from synth.insights.cli import register as register_insights
-
-    register_evaluation(commands)
-    register_insights(commands)
-    return parser
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command; bad input and failures become a one-line error and an exit code."""
-    try:
-        return args.func(args)
-    except PairFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

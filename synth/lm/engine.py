@@ -1,0 +1,118 @@
+"""A local model as a DSPy 3.4 engine (``dspy.LM(..., engine=...)``), and the process's engines, one per model.
+
+:class:`LocalEngine` turns DSPy requests into jobs for its scheduler and adds ``score_choices``, which reads a
+verdict from next-token probabilities so a judge never fails to answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+
+from synth.lm.config import EngineConfig
+from synth.lm.loading import LocalModel
+from synth.lm.prompts import PromptFormat, request_messages
+from synth.lm.runner import Generation, ModelRunner
+from synth.lm.sampling import GenerationParams
+from synth.lm.scheduler import Job, Scheduler, SchedulerStats
+
+
+class LocalEngine:
+    """DSPy engine over a local model: ``complete(Request) -> Response``, ``score_choices``, ``stream``, ``close``.
+
+    Calls from any number of threads go through one :class:`synth.lm.scheduler.Scheduler`, which batches them
+    unless ``config.batching`` is off. The model loads on the first call (or earlier, by ``local_model.load()``).
+    """
+
+    def __init__(self, model: LocalModel, config: EngineConfig | None = None):
+        self.local_model = model
+        self.config = config or EngineConfig()
+        self.scheduler = Scheduler(model, self.config)
+
+    @property
+    def prompts(self) -> PromptFormat:
+        """How this model is prompted (loads the model on first use)."""
+        return PromptFormat(self.local_model.tokenizer, self.config.max_input_tokens)
+
+    @property
+    def runner(self) -> ModelRunner:
+        return self.scheduler.runner
+
+    @property
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats
+
+    @property
+    def is_closed(self) -> bool:
+        return self.scheduler.is_closed
+
+    def generate(self, prompts: Sequence[str], params: Sequence[GenerationParams]) -> list[Generation]:
+        """Generate for every rendered prompt, each with its own params."""
+        if len(prompts) != len(params):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} generation params")
+        encode = self.prompts.encode
+        return self.scheduler.run([Job(prompt, encode(prompt), params=q)
+                                   for prompt, q in zip(prompts, params, strict=True)])
+
+    def choice_probabilities(self, prompts: Sequence[str], choices: Sequence[str]) -> list[list[float]]:
+        """P(choice | prompt) renormalised over ``choices``, for every rendered prompt."""
+        encode = self.prompts.encode
+        return self.scheduler.run([Job(prompt, encode(prompt), choices=tuple(choices)) for prompt in prompts])
+
+    def complete(self, request) -> Response:
+        config = request.config
+        params = GenerationParams(
+            max_new_tokens=config.max_tokens or 512,
+            temperature=float(config.temperature or 0.0),
+            stop=tuple(config.stop or ()),
+        )
+        prompt = self.prompts.render(request_messages(request))
+        result = self.generate([prompt], [params])[0]
+        return Response(
+            id=None,
+            model=self.local_model.display_name,
+            message=Message.assistant([TextPart(result.text)]),
+            finish_reason=result.finish_reason,
+            usage=Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens),
+        )
+
+    def score_choices(self, messages: Sequence[dict[str, str]], assistant_prefix: str,
+                      choices: Sequence[str]) -> list[float]:
+        """Probability of each choice as the next words after ``assistant_prefix`` in the assistant turn."""
+        prompt = self.prompts.render(messages, assistant_prefix=assistant_prefix)
+        return self.choice_probabilities([prompt], choices)[0]
+
+    def stream(self, request):
+        return response_to_events(self.complete(request))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the scheduler: unanswered calls fail with EngineClosed, later ones are refused. The weights stay
+        loaded for any other engine on the same model."""
+        self.scheduler.close(timeout)
+
+    def as_lm(self, *, max_tokens: int = 512, cache: bool = True) -> dspy.LM:
+        """A ``dspy.LM`` on this engine (greedy by default; a call may ask for a temperature)."""
+        return dspy.LM(f"local/{self.local_model.display_name}", engine=self, temperature=0.0, max_tokens=max_tokens,
+                       cache=cache)
+
+
+class EngineRegistry:
+    """The local engines of a process, one per (model source, device): every LM built for a model shares one copy of
+    its weights and one scheduler. An engine is made on first request with ``EngineConfig.from_env()``; a closed one
+    is replaced by a new engine over the same weights."""
+
+    def __init__(self):
+        self._engines: dict[tuple[str, str], LocalEngine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, source: str, device: str = "auto") -> LocalEngine:
+        key = (source, device)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None or engine.is_closed:
+                model = engine.local_model if engine is not None else LocalModel(source, device=device)
+                engine = self._engines[key] = LocalEngine(model, EngineConfig.from_env())
+            return engine

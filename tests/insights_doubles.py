@@ -1,0 +1,56 @@
+"""Test doubles for the insights tests: an embedder with one axis per topic word, and a small topic population."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from synth.insights import KMeansClusterer, PCAProjector, Persona, PopulationInsights
+
+TOPICS = ["cook", "privacy", "garden", "chess"]
+
+
+class TopicEmbedder:
+    """One axis per topic word (first match), plus small deterministic noise from the text hash."""
+
+    model_id = "topic-test"
+
+    def __init__(self, topics: list[str]) -> None:
+        self.topics = topics
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            vector = np.zeros(len(self.topics) + 1 + 16, dtype=np.float32)
+            hits = [i for i, topic in enumerate(self.topics) if topic in text.lower()]
+            vector[hits[0] if hits else len(self.topics)] = 1.0
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+            vector[len(self.topics) + 1 :] = np.random.default_rng(seed).normal(scale=0.03, size=16)
+            rows.append(vector / np.linalg.norm(vector))
+        return np.stack(rows)
+
+
+def topic_personas() -> list[Persona]:
+    """8 cooks (one says it three ways), 6 privacy users, 6 gardeners, and 3 chess players (under the floor)."""
+    personas = []
+    for i in range(8):
+        text = f"The user loves to cook pasta number {i}."
+        if i == 0:
+            text += " She likes to cook soup on Sundays. She wants to cook for friends every week."
+        personas.append(Persona(f"cook-{i}", text))
+    for i in range(6):
+        text = f"He guards his privacy online, case {i}. He likes to cook rice dishes."
+        personas.append(Persona(f"private-{i}", text))
+    for i in range(6):
+        personas.append(Persona(f"garden-{i}", f"This person tends a garden with roses, plot {i}."))
+    for i in range(3):
+        personas.append(Persona(f"chess-{i}", f"The user plays chess in the park, game {i}."))
+    return personas
+
+
+def topic_pipeline(**kwargs) -> PopulationInsights:
+    """Fast and deterministic: topic embeddings, k-means with k = 4, PCA map."""
+    return PopulationInsights(
+        embedder=TopicEmbedder(TOPICS), clusterer=KMeansClusterer(n_clusters=4), projector=PCAProjector(), **kwargs
+    )
