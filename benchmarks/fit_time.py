@@ -7,6 +7,7 @@ DSPy's cache off and the engine's prefix store emptied, so no run reuses another
 also pays for kernel warm-up, which is why ``--runs`` defaults to 2.
 
     PYTHONPATH=. python benchmarks/fit_time.py --model offline --pairs 10 [--quick] [--threads N] [--dtype float32]
+        [--quantize int8]
     PYTHONPATH=. python benchmarks/fit_time.py --dummy llama-3.2-3b --tokenizer DIR
 
 ``--dummy ARCH`` builds that architecture with random weights (as vLLM's ``--load-format dummy`` does for
@@ -144,7 +145,8 @@ def describe_device(model: LocalModel) -> str:
     where = model.device
     if where == "cuda":
         where = f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{model.display_name} on {where} in {model.model.dtype}, loaded in {model.load_seconds:.1f}s"
+    quantized = ", int8 linear layers" if model.quantization == "int8" else ""
+    return f"{model.display_name} on {where} in {model.model.dtype}{quantized}, loaded in {model.load_seconds:.1f}s"
 
 
 def print_table(rows: list[dict]) -> None:
@@ -169,6 +171,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="tokenizer directory for --dummy")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
+                        help="int8: the linear layers in int8 on the CPU (opt-in, see docs/performance.md)")
     parser.add_argument("--threads", type=int, help="concurrent LM calls (default: the fit's, see fit_threads)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
@@ -190,7 +194,7 @@ def main() -> None:
     resolved = resolve_spec(spec)
     if not resolved.startswith("local:"):
         parser.error(f"{spec!r} is not a local model")
-    model = LocalModel(resolved.removeprefix("local:"), dtype=args.dtype).load()
+    model = LocalModel(resolved.removeprefix("local:"), dtype=args.dtype, quantize=args.quantize).load()
     print(describe_device(model))
     config = EngineConfig.from_env()  # SYNTH_BATCHING=0 times the engine without batching
     if args.schedule == "gpu":  # the CPU's batching limits become the GPU's; the store is sized in tokens

@@ -132,7 +132,7 @@ def main() -> None:
     for setting in args.settings.split(","):
         quick = setting == "quick"
         ours = SynthesizeMe(lm=lm, quick=quick, num_threads=args.threads)
-        rows.append(measure(f"ours ({setting})", lm, functools.partial(ours.fit, train, val_pairs=validation),
+        rows.append(measure(f"ours ({setting})", lm, functools.partial(ours.fit, train, val_data=validation),
                             lambda fitted: our_accuracy(fitted, validation), args.deadline))
         print_table(rows)
         official_options = {"num_search_candidates": 3, "max_labeled_demos": 2} if quick else {}

@@ -12,6 +12,7 @@ step's calls, where many requests share a long prefix.
 transformers' continuous batching (``generate_batch``), which is how the CPU's batch rows were chosen.
 
     PYTHONPATH=. .venv/bin/python benchmarks/throughput.py [--demos 3] [--max-tokens 96] [--raw]
+        [--dtype float32] [--quantize int8]
 """
 
 from __future__ import annotations
@@ -177,13 +178,16 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true", help="also compare capacity caps and generate_batch")
     parser.add_argument("--caps", default="4,8,16,32")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
+                        help="int8: the linear layers in int8 on the CPU (opt-in, see docs/performance.md)")
     parser.add_argument("--demos", type=int, default=0,
                         help="0: the bootstrap step's judge; K: a demo-selection candidate (persona + K demos)")
     args = parser.parse_args()
 
     load_started = time.perf_counter()
-    model = LocalModel(packaged_model_path(), dtype=args.dtype).load()
-    print(f"model {model.display_name} on {model.device} in {model.model.dtype}, "
+    model = LocalModel(packaged_model_path(), dtype=args.dtype, quantize=args.quantize).load()
+    print(f"model {model.display_name} on {model.device} in {model.model.dtype}"
+          f"{', int8 linear layers' if model.quantization == 'int8' else ''}, "
           f"loaded in {time.perf_counter() - load_started:.1f}s, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     cases = judge_cases(args.prompts, args.max_turn_chars)

@@ -6,6 +6,7 @@ A ``LabelSession`` lives in a ``gr.State``, so every browser session has its own
 from __future__ import annotations
 
 import random
+import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,22 +75,35 @@ class Label:
 
 @dataclass
 class LabelSession:
-    """One visitor's queue of pairs to label, their labels, and their fit (model + cancel flag)."""
+    """One visitor's queue of pairs to label, their labels, and their judge.
+
+    Everything model-side crosses to the device as plain data; what stays here (the cancel flag, the fitted model)
+    never leaves the app's process. ``lock`` serialises this visitor's events, which may arrive together.
+    """
 
     seed: int
+    id: str = field(default_factory=lambda: secrets.token_hex(8))  # names this visitor to the gate and the device
+    client: str = ""  # the visitor's address, for the per-client cap
     queue: list[Shown] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
-    history: list[tuple[str, Any]] = field(default_factory=list)  # ("label", Shown) | ("skip", Shown)
+    history: list[tuple[Shown, Label | None]] = field(default_factory=list)  # a pair labelled (or skipped: None)
     fitted: Any = None  # SynthesizeMe after a fit or an artifact reload
-    contributed: Any = None  # the fit already added to the population, so a second opt-in adds nothing
+    fitted_here: bool = False  # fitted in this session (only such a persona may join the population)
+    statements: list[str] = field(default_factory=list)  # the persona's trait statements, to rate
+    ratings: dict[str, str] = field(default_factory=dict)  # statement -> "me" | "not me" | "unsure"
+    contribution: Any = None  # components.contribute.Contribution once the persona joined the population
+    answers: Any = None  # synth.generate.TwoAnswers: the last "what your persona changes" answers, complete
+    answer_choice: bool | None = None  # True: the visitor preferred the answer shown first
+    model_events: int = 0  # model-bound events started, against Limits.max_model_events
     cancel: threading.Event = field(default_factory=threading.Event)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     @classmethod
-    def new(cls, bank: list[BankPair], seed: int | None = None) -> LabelSession:
+    def new(cls, bank: list[BankPair], seed: int | None = None, client: str = "") -> LabelSession:
         seed = random.SystemRandom().randrange(2**31) if seed is None else seed
         rng = random.Random(seed)
         order = rng.sample(bank, len(bank))
-        return cls(seed=seed, queue=[Shown(p, rng.random() < 0.5) for p in order])
+        return cls(seed=seed, client=client, queue=[Shown(p, rng.random() < 0.5) for p in order])
 
     @property
     def persona(self) -> str | None:
@@ -100,9 +114,12 @@ class LabelSession:
     def current(self) -> Shown | None:
         return self.queue[0] if self.queue else None
 
-    def choose(self, side: str) -> None:
-        """Record that the visitor preferred the reply on ``side`` ("left" | "right")."""
-        shown = self._take()
+    def choose(self, side: str, pair_id: str | None = None) -> bool:
+        """Record that the visitor preferred the reply on ``side`` ("left" | "right") of the pair ``pair_id`` as it
+        was shown (default: the pair on screen). False when that pair is no longer waiting (already answered)."""
+        shown = self._take(pair_id)
+        if shown is None:
+            return False
         preferred, other = (shown.left, shown.right) if side == "left" else (shown.right, shown.left)
         pair = PreferencePair(context=(Turn("user", shown.pair.prompt),), chosen=Turn("assistant", preferred),
                               rejected=Turn("assistant", other), user_id="studio-visitor",
@@ -111,20 +128,24 @@ class LabelSession:
                                      "dimension": shown.pair.dimension})
         source = "own prompt" if shown.pair.id.startswith("own-") else "bank"
         self.labels.append(Label(pair, pair.extra["shown_left"], source))
-        self.history.append(("label", shown))
+        self.history.append((shown, self.labels[-1]))
+        return True
 
-    def skip(self) -> None:
-        shown = self._take()
+    def skip(self, pair_id: str | None = None) -> bool:
+        shown = self._take(pair_id)
+        if shown is None:
+            return False
         self.queue.append(shown)  # skipped pairs come back at the end
-        self.history.append(("skip", shown))
+        self.history.append((shown, None))
+        return True
 
     def undo(self) -> bool:
         """Put the last labeled or skipped pair back on screen; False when there is nothing to undo."""
         if not self.history:
             return False
-        action, shown = self.history.pop()
-        if action == "label":
-            self.labels.pop()
+        shown, label = self.history.pop()
+        if label is not None:
+            self.labels = [kept for kept in self.labels if kept is not label]
         else:
             self.queue.pop()
         self.queue.insert(0, shown)
@@ -132,21 +153,30 @@ class LabelSession:
 
     def add_own(self, prompt: str, first: str, second: str) -> None:
         """Show the visitor's own prompt with the model's two drafts next, in random order."""
+        own_pairs = sum(shown.pair.id.startswith("own-") for shown in self.queue) + sum(
+            label.source == "own prompt" for label in self.labels)
         rng = random.Random(self.seed + len(self.history) + len(self.labels))
-        own = BankPair(f"own-{len(self.history) + len(self.queue)}", "your prompt", "your own", prompt,
+        own = BankPair(f"own-{own_pairs + 1}-{secrets.token_hex(2)}", "your prompt", "your own", prompt,
                        (first, second))
         self.queue.insert(0, Shown(own, rng.random() < 0.5))
 
     def add_imported(self, pairs: list[PreferencePair]) -> None:
         self.labels.extend(Label(p, "imported", "import") for p in pairs)
 
+    def add_choice(self, pair: PreferencePair, source: str) -> None:
+        """A preference the visitor stated elsewhere (e.g. between their persona's answer and the plain one)."""
+        self.labels.append(Label(pair, str(pair.extra.get("shown_first", "")), source))
+
     def pairs(self) -> list[PreferencePair]:
         return [label.pair for label in self.labels]
 
-    def _take(self) -> Shown:
-        if not self.queue:
-            raise ValueError("no pair on screen")
-        return self.queue.pop(0)
+    def _take(self, pair_id: str | None) -> Shown | None:
+        """Remove and return the waiting pair ``pair_id`` (default: the one on screen); None if it is not waiting."""
+        index = 0 if pair_id is None else next(
+            (i for i, shown in enumerate(self.queue) if shown.pair.id == pair_id), None)
+        if index is None or index >= len(self.queue):
+            return None
+        return self.queue.pop(index)
 
 
 def progress_text(n_labeled: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.run_view import escape
+from synth.fidelity import Rating, visitor_fidelity
 
 
 def persona_card(artifact: dict[str, Any]) -> str:
@@ -61,3 +62,19 @@ def verdicts_html(p_personal: float, p_default: float) -> str:
 def _first_line(text: str, limit: int = 80) -> str:
     line = next((s for s in (text or "").splitlines() if s.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def fidelity_html(statements: list[str], ratings: dict[str, str]) -> str:
+    """The visitor's fidelity: the share of their decided answers that say "that's me" (``synth.fidelity``)."""
+    if not statements:
+        return ('<div class="fidelity empty">This persona has no trait statements to rate (the model wrote too '
+                'little).</div>')
+    share = visitor_fidelity(Rating("you", statement, ratings[statement]) for statement in statements
+                             if statement in ratings)
+    if share.value is None:
+        return (f'<div class="fidelity">Rate each statement: is it you? Your fidelity (the share of “that\'s me”) '
+                f'appears here. {share.total} of {len(statements)} answered.</div>')
+    low, high = share.interval()
+    return (f'<div class="fidelity" id="fidelity"><span class="fidelity-num">{100 * share.value:.0f}%</span> '
+            f'fidelity: {share.confirmed} of {share.decided} decided statements are you ({share.unsure} not sure; '
+            f'95% interval {100 * low:.0f}–{100 * high:.0f}%). {share.total} of {len(statements)} answered.</div>')

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from synth import events as ev
 from synth.events import Stage
+from synth.judge import VERIFIED_SOURCES
 
 STAGES = (Stage.BOOTSTRAP, Stage.PERSONA, Stage.DEMOS)
 
@@ -43,6 +44,8 @@ class RunView:
             mark = ('<span class="kept">✓ kept</span>' if event.kept
                     else '<span class="rejected">✗ rejected</span>')
             prob = "" if event.p_first is None else f" · P(First)={event.p_first:.2f}"
+            if event.verdict_source not in VERIFIED_SOURCES:
+                prob += f" · {event.verdict_source} verdict: not verified"
             self.entries.append(
                 f'<details class="ev ev-trace"><summary>{mark} pair {event.pair_index + 1}: judge said '
                 f'<b>{escape(event.verdict)}</b>, you chose <b>{escape(event.user_choice)}</b>{prob}'
@@ -66,6 +69,14 @@ class RunView:
             self.finished_stages.update(STAGES)
             self.entries.append(f'<div class="ev ev-stage">Finished in {event.seconds:.1f} s · '
                                 f'{event.lm_calls} LM calls</div>')
+
+    def restart(self) -> None:
+        """Start the clock now: the time spent waiting for the model is not the fit's."""
+        self.started = time.perf_counter()
+
+    def waiting_html(self, text: str) -> str:
+        """The progress area while the run waits for the model (its load, or a free slot)."""
+        return f'<div class="run-progress state-waiting"><div class="run-head"><span>{escape(text)}</span></div></div>'
 
     def note(self, text: str, state: str) -> None:
         self.state = state

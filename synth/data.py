@@ -1,13 +1,17 @@
 """Preference pairs in the official SynthesizeMe / PersonalRewardBench row shape, with strict validation.
 
 A row is ``{"context": [{"role", "content"}, ...], "chosen": {"role", "content"},
-"rejected": {"role", "content"}, "user_id"?, "conversation_id"?, "split"?}``. Files are JSONL (one row per
-line) or a JSON list. Every error names the file, the line and the field so a user can fix it at once.
+"rejected": {"role", "content"}, "user_id"?, "conversation_id"?, "split"?, "flip"?}``. Files are JSONL (one row
+per line) or a JSON list. Rows the official library reads are read here too (role names such as ``human``/``bot``,
+numeric ids, a single-turn context object); rows that say nothing (an empty turn, two identical replies) are refused.
+Every error names the file, the line and the field so a user can fix it at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,10 +21,15 @@ from typing import Any
 
 CONTEXT_ROLES = frozenset({"user", "assistant", "model", "system"})
 COMPLETION_ROLES = frozenset({"assistant", "model"})
+# Role names other exports use, read as ours (the official library formats whatever role it is given).
+ROLE_ALIASES = {"human": "user", "bot": "assistant", "gpt": "assistant", "ai": "assistant", "chatbot": "assistant"}
 OPTIONAL_TEXT_FIELDS = ("user_id", "conversation_id", "split")
 # A turn above this size is almost certainly a pasted file, not a conversation; refuse it outright.
 MAX_TURN_CHARS = 200_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
+# Extra fields are carried through unchanged; deeper nesting than this is refused before anything recurses on it.
+MAX_NESTING = 32
+TOO_DEEP = "JSON nested too deeply to read"
 
 
 class DataFileError(ValueError):
@@ -64,6 +73,7 @@ class PreferencePair:
     user_id: str | None = None
     conversation_id: str | None = None
     split: str | None = None
+    flip: bool | None = None  # the official column: True shows the chosen reply first to the judge
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +86,8 @@ class PreferencePair:
             value = getattr(self, name)
             if value is not None:
                 row[name] = value
+        if self.flip is not None:
+            row["flip"] = self.flip
         row.update(self.extra)
         return row
 
@@ -102,6 +114,8 @@ class PreferencePair:
         context = row["context"]
         if isinstance(context, str):  # a bare prompt string is a one-turn conversation
             context = [{"role": "user", "content": context}]
+        elif isinstance(context, dict):  # one turn given as an object
+            context = [context]
         if not isinstance(context, list) or not context:
             raise fail("context", "must be a non-empty list of {role, content} turns")
         turns = tuple(_parse_turn(t, f"context[{i}]", CONTEXT_ROLES, fail) for i, t in enumerate(context))
@@ -109,19 +123,43 @@ class PreferencePair:
         rejected = _parse_turn(row["rejected"], "rejected", COMPLETION_ROLES, fail)
         if chosen.content.strip() == rejected.content.strip():
             raise fail("rejected", "chosen and rejected completions are identical; the pair says nothing")
-        optional: dict[str, str | None] = {}
-        for name in OPTIONAL_TEXT_FIELDS:
-            value = row.get(name)
-            if value is not None and not isinstance(value, (str, int)):
-                raise fail(name, f"must be a string, got {type(value).__name__}")
-            optional[name] = None if value is None else str(value)
-        known = {"context", "chosen", "rejected", *OPTIONAL_TEXT_FIELDS}
+        optional = {name: _optional_text(row.get(name), name, fail) for name in OPTIONAL_TEXT_FIELDS}
+        flip = row.get("flip")
+        if flip is not None and not isinstance(flip, bool):
+            raise fail("flip", f"must be true or false, got {type(flip).__name__}")
+        known = {"context", "chosen", "rejected", "flip", *OPTIONAL_TEXT_FIELDS}
         extra = {k: v for k, v in row.items() if k not in known}
-        return cls(context=turns, chosen=chosen, rejected=rejected, extra=extra, **optional)
+        for name, value in extra.items():
+            if _nesting(value, MAX_NESTING) > MAX_NESTING:
+                raise fail(name, f"nested more than {MAX_NESTING} levels deep")
+        return cls(context=turns, chosen=chosen, rejected=rejected, flip=flip, extra=extra, **optional)
 
     def with_split(self, split: str) -> PreferencePair:
-        return PreferencePair(self.context, self.chosen, self.rejected, self.user_id, self.conversation_id, split,
-                              dict(self.extra))
+        return dataclasses.replace(self, split=split, extra=dict(self.extra))
+
+
+def _optional_text(value: Any, name: str, fail) -> str | None:
+    """An id or split: text, or a number read as text (``12`` and ``12.0`` both become ``"12"``)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(name, f"must be a string, got {type(value).__name__}")
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _nesting(value: Any, limit: int, depth: int = 0) -> int:
+    """How deep lists and objects nest in ``value``, counting no further than one past ``limit``."""
+    if depth > limit or not isinstance(value, (dict, list)):
+        return depth
+    children = value.values() if isinstance(value, dict) else value
+    return max((_nesting(child, limit, depth + 1) for child in children), default=depth + 1)
+
+
+def as_pairs(rows: Iterable[PreferencePair | dict[str, Any]], source: str = "<rows>") -> list[PreferencePair]:
+    """Pairs from pairs or official row dicts (what ``fit(data)`` takes); a bad row is named by its position (from 1)
+    as its line."""
+    return [row if isinstance(row, PreferencePair) else PreferencePair.from_dict(row, path=source, line=number)
+            for number, row in enumerate(rows, start=1)]
 
 
 def _parse_turn(value: Any, name: str, roles: frozenset[str], fail) -> Turn:
@@ -132,6 +170,7 @@ def _parse_turn(value: Any, name: str, roles: frozenset[str], fail) -> Turn:
     role, content = value.get("role"), value.get("content")
     if not isinstance(role, str):
         raise fail(f"{name}.role", "missing or not a string")
+    role = ROLE_ALIASES.get(role.strip().lower(), role.strip().lower())
     if role not in roles:
         raise fail(f"{name}.role", f"'{role}' is not one of {sorted(roles)}")
     if not isinstance(content, str):
@@ -178,7 +217,19 @@ def json_lines(lines: Iterable[str], fail: Callable[[int, str], Exception]) -> I
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise fail(number, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise fail(number, TOO_DEEP) from None
         yield number, record
+
+
+def parse_json(text: str, fail: Callable[[int | None, str], Exception]) -> Any:
+    """One JSON document; bad JSON or nesting too deep for Python raises ``fail(line, reason)``, never a traceback."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(exc.lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise fail(None, TOO_DEEP) from None
 
 
 def parse_pairs_text(text: str, path: str | os.PathLike | None = None) -> list[PreferencePair]:
@@ -213,6 +264,8 @@ def _parse_json_list(text: str, path) -> list[PreferencePair]:
             row, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             raise PairFileError(path, exc.lineno, None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise PairFileError(path, line_of(position), None, TOO_DEEP) from None
         pairs.append(PreferencePair.from_dict(row, path=path, line=line_of(position)))
         position = end
     if text[position + 1:].strip():
@@ -254,13 +307,16 @@ def save_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> None
     atomic_write_text(path, text)
 
 
-def split_train_validation(pairs: Sequence[PreferencePair], validation_fraction: float = 0.3
+def split_train_validation(pairs: Sequence[PreferencePair], train_val_ratio: float = 0.7
                            ) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """The official library's default: the last share of the given order is validation.
+    """The official library's rule: the first ⌊ratio · n⌋ pairs in the given order train, the rest validate (the
+    order is kept: a user's pairs are often in time order).
 
     Pairs that carry ``split`` = train/val(idation) are honoured instead. At least one pair stays on each side
     whenever there are two or more.
     """
+    if not 0 < train_val_ratio < 1:
+        raise ValueError(f"train_val_ratio must be between 0 and 1, got {train_val_ratio}")
     marked_val = [p for p in pairs if (p.split or "").lower() in {"val", "validation", "dev"}]
     marked_train = [p for p in pairs if (p.split or "").lower() in {"train", "context"}]
     if marked_val and marked_train:
@@ -269,8 +325,8 @@ def split_train_validation(pairs: Sequence[PreferencePair], validation_fraction:
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 preference pairs to fit (one to learn from, one to validate), "
                          f"got {len(pairs)}")
-    n_val = min(len(pairs) - 1, max(1, round(len(pairs) * validation_fraction)))
-    return pairs[: len(pairs) - n_val], pairs[len(pairs) - n_val:]
+    n_train = min(len(pairs) - 1, max(1, math.floor(len(pairs) * train_val_ratio)))
+    return pairs[:n_train], pairs[n_train:]
 
 
 def group_by_user(pairs: Iterable[PreferencePair], source: str | os.PathLike | None = None

@@ -41,16 +41,17 @@ class StageFinished(Event):
 
 @dataclass(frozen=True)
 class TraceBootstrapped(Event):
-    """One reasoning trace, kept only if its verdict matches the user's real choice."""
+    """One reasoning trace, kept only if the model gave its verdict itself and it matches the user's real choice."""
 
     stage: Stage
     pair_index: int
     prompt: str
     reasoning: str
-    verdict: str  # "First" | "Second"
+    verdict: str  # "First" | "Second" | "Tie"
     user_choice: str  # "First" | "Second"
     kept: bool
     p_first: float | None
+    verdict_source: str = "probabilities"  # only "probabilities" and "parsed" verify; see synth.judge
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,16 @@ def judge_signature(persona: str | None) -> type[dspy.Signature]:
 
 
 class WritePersona(dspy.Signature):
-    """Below are notes on one person's choices between pairs of AI replies: the request, the reply they picked
-    over the other, and reasoning about why. Write a short persona of this person as a reader of AI replies.
-    Use 3 to 6 plain sentences about "the user", one trait per sentence: what they value in content and style,
-    what puts them off, and any background that explains their choices. Generalise beyond single topics and
-    claim only what the notes support."""
+    """You will read notes on one person's choices between two AI replies. Each note gives the conversation, the
+    reply the person chose, the reply they passed over and, where there is one, reasoning that correctly predicted
+    the choice. First think about what the choices have in common: which differences decided them (length, tone,
+    structure, depth, caution, evidence, humour, expertise) and what background could explain them. Then write a
+    persona of this person as a reader of AI replies: plain sentences about "the user", one trait per sentence, that
+    would help someone predict their next choice. Generalise beyond single topics and claim only what the notes
+    support."""
 
-    preference_notes: str = dspy.InputField(desc="the person's choices with reasoning, one block per choice")
-    persona: str = dspy.OutputField(desc="3-6 sentences, each starting with 'The user'")
+    preference_notes: str = dspy.InputField(desc="the person's choices, one block per choice")
+    persona: str = dspy.OutputField(desc="3 to 6 sentences, each starting with 'The user'")
 
 
 class TolerantChatAdapter(ChatAdapter):
@@ -57,6 +59,13 @@ class TolerantChatAdapter(ChatAdapter):
 
     def __init__(self, **kwargs: Any):
         super().__init__(use_json_adapter_fallback=False, **kwargs)
+
+    def _call_postprocess(self, processed_signature: type[dspy.Signature], original_signature: type[dspy.Signature],
+                          outputs: list[dict[str, Any] | str], lm: dspy.BaseLM,
+                          lm_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        """An empty completion (a model that ended its turn at once) has every field missing; DSPy would raise."""
+        outputs = [_never_empty(output) for output in outputs]
+        return super()._call_postprocess(processed_signature, original_signature, outputs, lm, lm_kwargs)
 
     def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
         sections: dict[str | None, list[str]] = {None: []}
@@ -90,6 +99,12 @@ class TolerantChatAdapter(ChatAdapter):
         return fields
 
 
+def _never_empty(output: dict[str, Any] | str) -> dict[str, Any] | str:
+    if isinstance(output, dict):
+        return output if output.get("text") or output.get("tool_calls") else {**output, "text": "\n"}
+    return output or "\n"
+
+
 def normalize_verdict(value: Any) -> str | None:
     """'First'/'Second' from a parsed field or free text; None when the text commits to neither."""
     if value is None:
@@ -102,3 +117,13 @@ def normalize_verdict(value: Any) -> str | None:
     if mentions:
         return mentions[-1][1].title()  # the conclusion is usually stated last
     return None
+
+
+def official_verdict(value: Any) -> str | None:
+    """The official library's reading of a verdict: it names "First" and not "Second" (or the reverse), exactly as
+    written; anything else is no verdict."""
+    text = "" if value is None else str(value)
+    first, second = VERDICTS[0] in text, VERDICTS[1] in text
+    if first == second:
+        return None
+    return VERDICTS[0] if first else VERDICTS[1]

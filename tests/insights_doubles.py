@@ -50,7 +50,10 @@ def topic_personas() -> list[Persona]:
 
 
 def topic_pipeline(**kwargs) -> PopulationInsights:
-    """Fast and deterministic: topic embeddings, k-means with k = 4, PCA map."""
+    """Fast and deterministic: topic embeddings, k-means with k = 4, PCA map. The privacy users share one cooking
+    sentence verbatim (6 of 23 users), which the common-wording rule would set apart; these populations test other
+    things, so the rule is off unless asked for."""
+    kwargs.setdefault("common_share", None)
     return PopulationInsights(
         embedder=TopicEmbedder(TOPICS), clusterer=KMeansClusterer(n_clusters=4), projector=PCAProjector(), **kwargs
     )

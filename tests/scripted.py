@@ -8,6 +8,7 @@ persona "The user prefers short replies." is in the instructions, the judge is a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import threading
 from collections import Counter
@@ -29,12 +30,17 @@ def last_fields(text: str) -> dict[str, str]:
 class ScriptedEngine:
     """``complete`` answers judge and persona requests; ``score_choices`` exists only when ``with_scores``."""
 
-    def __init__(self, *, with_scores: bool = True, malformed_verdicts: int = 0, persona: str = PERSONA):
+    def __init__(self, *, with_scores: bool = True, malformed_verdicts: int = 0, persona: str = PERSONA,
+                 prompts=None):
         self.malformed_verdicts = malformed_verdicts  # how many judge calls answer with no usable verdict
         self.persona = persona
         self.lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.seen_orders: list[tuple[str, str, bool]] = []  # judge calls: (first, second, persona in instructions)
+        self.requests: list[list[dict[str, str]]] = []  # every request's messages, in arrival order
+        self.max_tokens: list[int | None] = []  # every completion's max_tokens
+        if prompts is not None:  # a synth.lm.prompts.PromptFormat: prompt budgets count with its tokenizer
+            self.prompts = prompts
         if with_scores:
             self.score_choices = self._score_choices
 
@@ -51,8 +57,11 @@ class ScriptedEngine:
     def answer(self, messages: list[dict[str, str]], stop: tuple[str, ...] = ()) -> str:
         """The reply to a chat request in DSPy's format (shared by the engine and the HTTP test server)."""
         text = messages[-1]["content"]
+        with self.lock:
+            self.requests.append([dict(m) for m in messages])
         if "[[ ## preference_notes ## ]]" in text:
-            kind, answer = "persona", f"[[ ## persona ## ]]\n{self.persona}\n\n[[ ## completed ## ]]"
+            kind, answer = "persona", ("[[ ## reasoning ## ]]\nThe chosen replies are the short ones.\n\n"
+                                       f"[[ ## persona ## ]]\n{self.persona}\n\n[[ ## completed ## ]]")
         elif "Respond with" not in text:  # a plain chat request, e.g. drafting replies: echo the instruction
             kind, answer = "draft", f"Draft in the style asked for: {messages[0]['content']}"
         elif "[[ ## first_reply ## ]]" not in text:  # any other program (e.g. an optimizer's proposer)
@@ -79,6 +88,8 @@ class ScriptedEngine:
 
     def complete(self, request) -> Response:
         messages = request_messages(request)
+        with self.lock:
+            self.max_tokens.append(request.config.max_tokens)
         answer = self.answer(messages, tuple(request.config.stop or ()))
         return Response(id=None, model="scripted", message=Message.assistant([TextPart(answer)]),
                         finish_reason="stop",
@@ -122,3 +133,20 @@ def make_population(n_users: int = 3, n_pairs: int = 10) -> list[PreferencePair]
     return [dataclasses.replace(p, user_id=f"user-{user}", conversation_id=f"c{user}-{i}",
                                 extra={"demographics": f"Person number {user}."} if user == 0 else {})
             for user in range(n_users) for i, p in enumerate(make_pairs(n_pairs, {1, 4}))]
+
+
+@functools.cache
+def packaged_tokenizer():
+    """The packaged Gemma's tokenizer alone (no weights): from the converted copy when it exists, else the GGUF."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from synth.lm import packaged_model_path
+    from synth.lm.loading import LocalModel
+
+    converted = LocalModel(packaged_model_path())._gguf_cache_path()
+    if (converted / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(converted)
+    gguf = Path(packaged_model_path())
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -19,7 +19,7 @@ from synth.evaluation.runner import LEDGER_NAME, Ledger
 from tests.openai_server import ScriptedOpenAIServer
 from tests.scripted import PERSONA, ScriptedEngine, make_pairs, make_population
 
-LM_COMMANDS = ("fit", "judge", "optimize-theta", "eval", "eval-scaling", "insights", "app")
+LM_COMMANDS = ("fit", "judge", "generate", "optimize-theta", "eval", "eval-scaling", "insights", "app")
 MODEL_FLAGS = ("--model", "--api-base", "--api-key", "--device")
 CACHE_FLAGS = ("--cache-dir", "--no-cache")
 
@@ -43,30 +43,34 @@ def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 # ---- arguments --------------------------------------------------------------------------------------------------
 def test_every_command_is_registered_once():
-    assert sorted(subparsers()) == sorted(["fit", "judge", "persona", "optimize-theta", "eval", "eval-scaling",
-                                           "insights", "app"])
+    assert sorted(subparsers()) == sorted(["fit", "judge", "persona", "generate", "optimize-theta", "eval", "prepare",
+                                           "eval-scaling", "insights", "app"])
 
 
 @pytest.mark.parametrize("argv, expected", [
     (["fit", "p.jsonl", "-o", "a.json"],
      {"pairs": "p.jsonl", "output": "a.json", "quick": False, "num_candidates": None, "max_demos": None, "seed": 0,
-      "threads": None, "model": None, "device": "auto", "cache_dir": None, "no_cache": False, "val": None}),
+      "threads": None, "model": None, "device": "auto", "cache_dir": None, "no_cache": False, "val": None,
+      "user_id": None, "verdict_policy": None, "tie_break": "confidence", "stop_at_score": None, "theta": None}),
     (["fit", "p.jsonl", "--output", "a.json", "--quick", "--num-candidates", "0", "--max-demos", "2", "--seed", "3",
       "--threads", "4", "--model", "openai/x", "--api-base", "http://h/v1", "--api-key", "k", "--theta", "t.json",
-      "--val", "v.jsonl", "--quiet", "--no-cache"],
+      "--val", "v.jsonl", "--quiet", "--no-cache", "--user-id", "u7", "--verdict-policy", "official",
+      "--tie-break", "first", "--stop-at-score", "0.8"],
      {"quick": True, "num_candidates": 0, "max_demos": 2, "seed": 3, "threads": 4, "model": "openai/x",
       "api_base": "http://h/v1", "api_key": "k", "theta": "t.json", "val": "v.jsonl", "quiet": True,
-      "no_cache": True}),
+      "no_cache": True, "user_id": "u7", "verdict_policy": "official", "tie_break": "first", "stop_at_score": 0.8}),
     (["judge", "a.json", "--pair", "pair.json", "--compare-default", "--model", "offline"],
      {"artifact": "a.json", "pair": "pair.json", "compare_default": True, "model": "offline"}),
     (["persona", "a.json", "--format", "generation-prompt"], {"artifact": "a.json", "format": "generation-prompt"}),
     (["optimize-theta", "many.jsonl", "-o", "theta.json", "--teacher-model", "openai/big", "--auto", "medium",
       "--max-users", "12", "--quick", "--threads", "3"],
      {"pairs": "many.jsonl", "output": "theta.json", "teacher_model": "openai/big", "auto": "medium",
-      "max_users": 12, "quick": True, "threads": 3, "seed": 0}),
+      "max_users": 12, "quick": True, "threads": 3, "seed": 0, "theta_demos": 2, "theta": None}),
     (["eval", "--dataset", "d.jsonl", "-o", "out", "--quick", "--methods", "all"],
      {"dataset": "d.jsonl", "output": "out", "quick": True, "methods": "all", "threads": 8, "parallel_users": 4,
-      "backend": "threads", "split": "0.5,0.2,0.3", "users": None}),
+      "backend": "threads", "split": "0.5,0.2,0.3", "users": None, "theta": None, "verdict_policy": None}),
+    (["eval", "--dataset", "d.jsonl", "-o", "out", "--theta", "big.json", "--verdict-policy", "parse"],
+     {"theta": "big.json", "verdict_policy": "parse"}),
     (["eval", "--dataset", "d.jsonl", "-o", "out", "--threads", "2", "--parallel-users", "6", "--backend", "ray",
       "--users", "5", "--model-label", "mine"],
      {"threads": 2, "parallel_users": 6, "backend": "ray", "users": 5, "model_label": "mine"}),
@@ -95,6 +99,9 @@ def test_each_command_parses_its_arguments(argv, expected):
     ["insights", "a.jsonl", "-o", "i.json", "--min-users", "0"],
     ["insights", "a.jsonl", "-o", "i.json", "--lm", "openai/x"],
     ["persona", "a.json", "--model", "offline"],  # persona needs no model
+    ["fit", "p.jsonl", "-o", "a.json", "--stop-at-score", "80"],  # a fraction, not the official percent
+    ["fit", "p.jsonl", "-o", "a.json", "--verdict-policy", "vote"],
+    ["fit", "p.jsonl", "-o", "a.json", "--tie-break", "random"],
 ])
 def test_bad_arguments_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -156,6 +163,14 @@ def test_fit_exits_non_zero_and_writes_nothing_on_bad_input(tmp_path, capsys):
     assert "bad.jsonl, line 2, field 'chosen.content': empty content" in capsys.readouterr().err
 
 
+def test_fit_refuses_deeply_nested_json_with_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "deep.jsonl"
+    bad.write_text(json.dumps(make_pairs(1)[0].to_dict()) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["fit", str(bad), "-o", str(tmp_path / "a.json")]) == EXIT_BAD_INPUT
+    assert "deep.jsonl, line 2: JSON nested too deeply to read" in capsys.readouterr().err
+    assert not (tmp_path / "a.json").exists()
+
+
 def test_eval_reports_bad_input_and_unknown_methods(tmp_path, capsys):
     assert main(["eval", "--dataset", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o")]) == EXIT_BAD_INPUT
     assert "file not found" in capsys.readouterr().err
@@ -163,6 +178,12 @@ def test_eval_reports_bad_input_and_unknown_methods(tmp_path, capsys):
     assert main(["eval", "--dataset", str(tmp_path / "d.jsonl"), "-o", str(tmp_path / "o"),
                  "--methods", "oracle"]) == EXIT_FAILED
     assert "unknown method" in capsys.readouterr().err
+    (tmp_path / "theta.json").write_text('{"write.predict": {"signature": "x"}}')
+    for argv in (["eval", "--dataset", str(tmp_path / "d.jsonl"), "-o", str(tmp_path / "o")],
+                 ["fit", str(tmp_path / "d.jsonl"), "-o", str(tmp_path / "a.json")]):
+        assert main([*argv, "--theta", str(tmp_path / "theta.json")]) == EXIT_BAD_INPUT
+        assert "theta.json, field 'write.predict.signature': missing or not an object" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "a.json").exists()
 
 
 def test_insights_splits_facets_only_with_a_model(tmp_path, capsys):
@@ -222,6 +243,37 @@ def test_fit_judge_and_persona_end_to_end(server, tmp_path, capsys):
     assert main(["persona", str(artifact)]) == EXIT_OK and capsys.readouterr().out.strip() == PERSONA
 
 
+def test_fit_into_a_folder_writes_the_official_layout(server, tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    save_pairs(make_pairs(6, tricks={1}), pairs)
+    folder = f"{tmp_path}/official/"
+    assert main(["fit", str(pairs), "-o", folder, "--quick", "--quiet", "--threads", "2", "--user-id", "u7",
+                 "--verdict-policy", "official", *remote(server, "--no-cache")]) == EXIT_OK
+    assert sorted(p.name for p in (tmp_path / "official").iterdir()) == ["u7.json", "u7_persona.txt"]
+    assert "Verdicts (official)" in capsys.readouterr().out
+    assert main(["persona", folder]) == EXIT_OK and capsys.readouterr().out.strip() == PERSONA
+
+
+def test_eval_with_theta_adds_the_distilled_rows(server, tmp_path, capsys):
+    from synth.theta import PersonaWriter, save_theta
+
+    writer = PersonaWriter()
+    writer.predictor.signature = writer.predictor.signature.with_instructions("Made with a larger model.")
+    save_theta(writer, tmp_path / "big_theta.json")
+    data, out = tmp_path / "users.jsonl", tmp_path / "results"
+    save_pairs(make_population(2, 10), data)
+    assert main(["eval", "--dataset", str(data), "-o", str(out), "--methods", "personas,synthesizeme", "--quick",
+                 "--theta", str(tmp_path / "big_theta.json"), "--threads", "2", "--quiet",
+                 *remote(server, "--no-cache")]) == EXIT_OK
+    methods = {r["method"] for r in Ledger(out / LEDGER_NAME).records()}
+    assert methods == {"personas", "synthesizeme", "personas-distilled", "synthesizeme-distilled"}
+    table = capsys.readouterr().out
+    assert "| personas + distilled Θ |" in table and "| personas + demos + distilled Θ |" in table
+    assert main(["eval", "--dataset", str(data), "-o", str(tmp_path / "r2"), "--methods",
+                 "synthesizeme-distilled", *remote(server)]) == EXIT_FAILED
+    assert "--theta" in capsys.readouterr().err
+
+
 def test_eval_end_to_end_resumes_from_its_ledger(server, tmp_path, capsys):
     data, out = tmp_path / "users.jsonl", tmp_path / "results"
     save_pairs(make_population(2, 10), data)
@@ -259,3 +311,15 @@ def test_eval_on_the_packaged_model(tmp_path, capsys, monkeypatch):
     assert "| personas + demos |" in printed and "| default judge |" in printed
     assert main(argv) == EXIT_OK  # rerun: everything is in the ledger
     assert "0 results computed this run, 6 in the ledger" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, field", [
+    ('{"context": "Hi", "a": ["x"], "b": "y"}', "field 'a'"),
+    ('{"context": [{"role": "user", "content": 3}], "a": "x", "b": "y"}', "field 'context[0].content'"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_judge_refuses_a_wrongly_typed_or_nested_pair_file(tmp_path, capsys, content, field):
+    pair = tmp_path / "pair.json"
+    pair.write_text(content)
+    assert main(["judge", str(tmp_path / "a.json"), "--pair", str(pair)]) == EXIT_BAD_INPUT
+    assert field in capsys.readouterr().err

@@ -93,6 +93,46 @@ def test_methods_are_parsed_into_paper_order():
         parse_methods("default,oracle")
 
 
+def test_a_distilled_theta_brings_the_distilled_rows():
+    assert parse_methods("personas,synthesizeme,default", distilled_theta="theta.json") == [
+        "default", "personas", "synthesizeme", "personas-distilled", "synthesizeme-distilled"]
+    assert parse_methods("all", distilled_theta="t.json")[-2:] == ["personas-distilled", "synthesizeme-distilled"]
+    assert parse_methods("default", distilled_theta="theta.json") == ["default"]
+    with pytest.raises(ValueError, match="--theta"):
+        parse_methods("synthesizeme-distilled")
+
+
+def distilled_theta(path) -> str:
+    from synth.theta import PersonaWriter, save_theta
+
+    writer = PersonaWriter()
+    writer.predictor.signature = writer.predictor.signature.with_instructions("A Θ made with a larger model.")
+    save_theta(writer, path)
+    return str(path)
+
+
+def test_distilled_rows_fit_with_the_given_theta(tmp_path):
+    from synth.evaluation.datasets import EvalDataset
+    from synth.evaluation.runner import RunConfig, run_evaluation
+    from synth.theta import DEFAULT_THETA_PATH, theta_id
+    from tests.scripted import make_population
+
+    theta = distilled_theta(tmp_path / "distilled.json")
+    lm, engine = scripted_lm()
+    config = RunConfig(methods=tuple(parse_methods("personas,synthesizeme", distilled_theta=theta)),
+                       settings=MethodSettings(num_threads=2, distilled_theta=theta))
+    outcome = run_evaluation(EvalDataset.from_pairs(make_population(2), "scripted"), lm, tmp_path / "out", config,
+                             model_label="m", progress=False)
+    by_key = {(r["user_id"], r["method"]): r for r in outcome.records}
+    assert len(by_key) == 8 and engine.calls["persona"] == 4  # two fits per user: the default Θ and the distilled
+    for user in ("user-0", "user-1"):
+        assert by_key[(user, "personas")]["theta_id"] == theta_id(DEFAULT_THETA_PATH)
+        assert by_key[(user, "personas-distilled")]["theta_id"] == by_key[(user, "synthesizeme-distilled")][
+            "theta_id"] == theta_id(theta)
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| personas + distilled Θ |" in table and "| personas + demos + distilled Θ |" in table
+
+
 
 # ---- settings ---------------------------------------------------------------------------------------------------
 def test_method_settings_resolve_quick_like_synthesizeme():

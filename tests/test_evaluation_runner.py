@@ -125,3 +125,55 @@ def test_torn_ledger_line_is_dropped_and_damaged_one_named(tmp_path):
         Ledger(path)
 
 
+def test_user_file_names_never_collide():
+    from synth.evaluation.runner import fit_key, slug
+
+    for one, other in [("张三", "李四"), ("a/b", "a b"), ("Alice", "alice"), ("x", "x_"), ("", "_")]:
+        assert slug(one) != slug(other) and slug(one).lower() != slug(other).lower()
+        assert fit_key("m", one, None) != fit_key("m", other, None)
+    assert slug("user-7").startswith("user-7-") and "/" not in slug("a/b") and slug("张三").startswith("id-")
+    assert slug("a" * 500) == slug("a" * 500) and len(slug("a" * 500)) < 80
+
+
+def test_users_whose_ids_share_a_slug_are_scored_with_their_own_fits(tmp_path):
+    import dataclasses
+
+    pairs = make_population(1, 10)
+    users = [dataclasses.replace(p, user_id=user) for user in ("张三", "李四") for p in pairs]
+    lm, engine = scripted_lm(persona="The user prefers short replies.")
+    outcome = run_evaluation(EvalDataset.from_pairs(users, "clash"), lm, tmp_path,
+                             RunConfig(methods=("synthesizeme",), settings=MethodSettings(num_threads=2)),
+                             model_label="m", progress=False)
+    assert engine.calls["persona"] == 2  # two fits, not one shared by both users
+    paths = {r["artifact"] for r in outcome.records}
+    assert len(paths) == 2 and len(list(tmp_path.rglob("fit-all.synthesizeme.json"))) == 2
+
+
+def test_a_ledger_torn_inside_a_multibyte_character_resumes(tmp_path):
+    path = tmp_path / LEDGER_NAME
+    good = {"model": "m", "user_id": "张三", "method": "default", "n_context_limit": "all"}
+    torn = json.dumps({**good, "user_id": "李四"}, ensure_ascii=False).encode("utf-8")
+    cut = torn.index("李".encode()) + 1  # inside the three bytes of 李
+    path.write_bytes(json.dumps(good, ensure_ascii=False).encode("utf-8") + b"\n" + torn[:cut])
+    ledger = Ledger(path)
+    assert ledger.done() == {("m", "张三", "default", "all")}
+    assert path.read_bytes() == json.dumps(good, ensure_ascii=False).encode("utf-8") + b"\n"
+    path.write_bytes(b"\xff\xfe broken\n" + json.dumps(good).encode() + b"\n")  # damage inside, not a torn tail
+    with pytest.raises(ValueError, match="line 1: damaged ledger record"):
+        Ledger(path)
+
+
+def test_short_writes_are_completed_and_a_stuck_write_is_reported(tmp_path, monkeypatch):
+    import os
+
+    from synth.evaluation import runner
+
+    real_write = os.write
+    monkeypatch.setattr(runner.os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))  # 3 bytes at a time
+    ledger = Ledger(tmp_path / LEDGER_NAME)
+    record = {"model": "m", "user_id": "u", "method": "default", "n_context_limit": "all", "note": "é" * 50}
+    ledger.append(record)
+    assert Ledger(tmp_path / LEDGER_NAME).records() == [record]
+    monkeypatch.setattr(runner.os, "write", lambda fd, data: 0)
+    with pytest.raises(OSError, match="bytes left unwritten"):
+        ledger.append(record)

@@ -68,3 +68,42 @@ def test_cli_writes_the_documented_schema_with_real_embeddings(tmp_path: Path, m
     page = report.read_text()
     assert "&lt;script&gt;alert(1)" in page  # shown as text in the map labels
     assert "<script>alert(1)" not in page and "<img src=x" not in page
+
+
+def test_cli_exports_the_texts_to_embed_and_rejects_a_file_that_lacks_some(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "personas.jsonl"
+    write_personas_jsonl([Persona("a", "**Beekeeping**: She keeps bees and plays chess online.")], source)
+    texts = tmp_path / "texts.parquet"
+    assert main(["insights", str(source), "--export-texts", "-o", str(texts), "--quiet"]) == 0
+    exported = pq.read_table(texts).column("text").to_pylist()
+    assert exported == ["Beekeeping: keeps bees", "Beekeeping: Plays chess online"]
+    partial = tmp_path / "embedded.parquet"
+    pq.write_table(pa.table({"text": ["Beekeeping: keeps bees"], "embedding": [[1.0, 0.0]]}), partial)
+    out = tmp_path / "insights.json"
+    assert main(["insights", str(source), "--embeddings", str(partial), "-o", str(out)]) == 2
+    assert "field 'text': 1 of 2 texts to embed are not in the file" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_clusters_precomputed_embeddings(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.insights_doubles import TOPICS, TopicEmbedder, topic_personas
+
+    source, texts, embedded = tmp_path / "p.jsonl", tmp_path / "t.parquet", tmp_path / "e.parquet"
+    write_personas_jsonl(topic_personas(), source)
+    assert main(["insights", str(source), "--export-texts", "-o", str(texts), "--quiet"]) == 0
+    wanted = pq.read_table(texts).column("text").to_pylist()
+    vectors = TopicEmbedder(TOPICS).embed(wanted)
+    pq.write_table(pa.table({"text": wanted, "embedding": vectors.tolist()}), embedded)
+    out = tmp_path / "insights.json"
+    assert main(["insights", str(source), "--embeddings", str(embedded), "-o", str(out), "--quiet"]) == 0
+    document = json.loads(out.read_text())
+    assert document["params"]["embedder"] == "precomputed:e.parquet" and document["insights"]

@@ -1,4 +1,4 @@
-"""synth.insights.embedding: the on-disk embedding cache."""
+"""synth.insights.embedding: the on-disk embedding cache and precomputed embeddings files."""
 
 from __future__ import annotations
 
@@ -30,3 +30,40 @@ def test_cached_embedder_rejects_an_embedder_that_drops_texts(tmp_path):
 def test_default_cache_lives_under_synth_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path))
     assert CachedEmbedder(TopicEmbedder(TOPICS)).cache_dir == tmp_path / "embeddings"
+
+
+def _write_embeddings(path, texts, vectors) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": texts, "embedding": [list(map(float, v)) for v in vectors]}), path)
+
+
+def test_precomputed_embeddings_are_looked_up_by_text_and_normalised(tmp_path) -> None:
+    from synth.insights.embedding import PrecomputedEmbedder
+
+    path = tmp_path / "embedded.parquet"
+    _write_embeddings(path, ["likes tea", "plays chess", "likes tea"], [[3, 4], [0, 2], [9, 9]])
+    embedder = PrecomputedEmbedder(path)
+    assert embedder.model_id == "precomputed:embedded.parquet"
+    assert np.allclose(embedder.embed(["plays chess", "likes tea"]), [[0, 1], [0.6, 0.8]])  # first row of a repeat
+
+
+def test_precomputed_embeddings_errors_name_file_row_and_column(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from synth.insights.embedding import EmbeddingsFileError, PrecomputedEmbedder
+
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(pa.table({"text": ["a b c"]}), missing)
+    with pytest.raises(EmbeddingsFileError, match=r"missing.parquet, field 'embedding': missing column"):
+        PrecomputedEmbedder(missing)
+    ragged = tmp_path / "ragged.parquet"
+    _write_embeddings(ragged, ["a", "b"], [[1, 2, 3], [1, 2]])
+    with pytest.raises(EmbeddingsFileError, match=r"ragged.parquet, line 2, field 'embedding': has 2 values"):
+        PrecomputedEmbedder(ragged)
+    good = tmp_path / "good.parquet"
+    _write_embeddings(good, ["a"], [[1, 0]])
+    with pytest.raises(EmbeddingsFileError, match=r"1 of 2 texts to embed are not in the file, e.g. 'b'"):
+        PrecomputedEmbedder(good).embed(["a", "b"])

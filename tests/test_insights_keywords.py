@@ -16,3 +16,23 @@ def test_class_tfidf_prefers_words_distinctive_for_a_class() -> None:
     assert keywords[0][0].startswith("climate")
     assert "short" in keywords[1][0]
     assert not set(keywords[0]) & set(keywords[1])
+
+
+def test_words_most_groups_use_are_never_keywords() -> None:
+    groups = [
+        [f"wants helpful answers about {topic}", f"helpful guidance on {topic} please"]
+        for topic in ("gardening", "chess", "beekeeping", "photography", "cycling")
+    ]
+    keywords = class_tfidf_keywords(groups, top_n=3)
+    assert all("helpful" not in " ".join(words) and "guidance" not in " ".join(words) for words in keywords)
+    assert [words[0] for words in keywords] == ["gardening", "chess", "beekeeping", "photography", "cycling"]
+
+
+def test_a_large_class_is_counted_on_a_seeded_sample_with_the_same_keywords() -> None:
+    groups = [
+        [f"keeps bees on the roof, hive {i}" for i in range(300)] + ["plays chess"] * 10,
+        ["plays chess online at night", "studies chess openings"],
+    ]
+    sampled = class_tfidf_keywords(groups, top_n=2, max_per_class=50)
+    assert sampled == class_tfidf_keywords(groups, top_n=2, max_per_class=50)
+    assert sampled[0][0] == "bees roof" and "chess" in sampled[1][0]

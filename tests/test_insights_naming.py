@@ -36,3 +36,15 @@ def test_llm_namer_sees_contrast_and_deduplicates() -> None:
     assert names[1].name != "Tea lovers" and "oolong" in names[1].name.lower()
     prompt = json.dumps(lm.history[0]["messages"])
     assert "Drinks coffee." in prompt  # nearest non-members are shown for contrast
+
+
+def test_groups_of_labelled_items_are_named_by_their_most_common_label() -> None:
+    groups = [
+        GroupToName(("Beekeeping: Keeps two hives.", "Honeybees: Jars honey.", "Beekeeping: Checks hives weekly."),
+                    ("hives",), (), 6),
+        GroupToName(("Beekeeping: Inspects the hives.", "Apiary: Mentors new keepers."), ("keepers",), (), 5),
+        GroupToName(("She keeps bees.", "Bees: Likes bees."), ("bees",), (), 5),
+    ]
+    names = CentralStatementNamer().name(groups)
+    assert [name.name for name in names][:2] == ["Beekeeping", "Apiary"]  # a label already taken is not reused
+    assert names[2].name in ("Bees", "Keeps bees")

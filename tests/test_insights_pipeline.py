@@ -100,6 +100,46 @@ def test_themes_group_insights_and_json_schema_is_exact() -> None:
     assert parents == {"theme-1", "theme-2"}
 
 
+def _filler_population() -> tuple[list[Persona], set[str], set[str], set[str]]:
+    """10 cooks and 10 gardeners, each in their own words; 12 of them also carry the same filler sentence (two
+    spellings of one wording)."""
+    personas, cooks, gardeners, filler = [], set(), set(), set()
+    for i in range(20):
+        user_id = f"user-{i}"
+        text = f"The user loves to cook dish {i}." if i < 10 else f"She tends a garden bed {i}."
+        (cooks if i < 10 else gardeners).add(user_id)
+        if i % 5 < 3:
+            text += " The user wants " + ("Helpful, relevant answers!" if i % 2 else "helpful relevant answers.")
+            filler.add(user_id)
+        personas.append(Persona(user_id, text))
+    return personas, cooks, gardeners, filler
+
+
+def test_a_wording_most_personas_share_is_its_own_insight_not_part_of_a_trait() -> None:
+    personas, cooks, gardeners, filler = _filler_population()
+
+    def fit(**kwargs):
+        return PopulationInsights(embedder=TopicEmbedder(["cook", "garden"]), clusterer=KMeansClusterer(n_clusters=2),
+                                  projector=PCAProjector(), **kwargs).fit(personas)
+
+    result = fit(n_resamples=2)
+    by_users = {frozenset(leaf.user_ids): leaf for leaf in result.leaves}
+    assert set(by_users) == {frozenset(cooks), frozenset(gardeners), frozenset(filler)}
+    assert result.params["common_insights"] == [by_users[frozenset(filler)].id]
+    assert all(leaf.stability == pytest.approx(1.0) for leaf in result.leaves)
+    # Without the rule the clusterer, which sees one filler wording among 20 trait wordings, merges it into a trait.
+    merged = fit(n_resamples=0, common_share=None)
+    user_sets = {frozenset(leaf.user_ids) for leaf in merged.leaves}
+    assert not {frozenset(cooks), frozenset(gardeners)} <= user_sets and merged.params["common_insights"] == []
+    # A wording shared by fewer than the share (12 of 20 < 0.7) stays with the clusterer.
+    assert fit(n_resamples=0, common_share=0.7).params["common_insights"] == []
+
+
+def test_common_share_must_be_a_share() -> None:
+    with pytest.raises(ValueError, match="common_share must be in"):
+        topic_pipeline(common_share=0.0).fit(topic_personas())
+
+
 # ---------------------------------------------------------------- estimator rules and fitted attributes
 
 
@@ -129,7 +169,7 @@ def test_result_records_the_parts_used_by_name() -> None:
         "namer": "CentralStatementNamer",
         "reducer": None,
     }
-    assert list(params["seconds"]) == ["split", "embed", "cluster", "stability", "name", "project"]
+    assert list(params["seconds"]) == ["split", "embed", "reduce", "cluster", "stability", "name", "project"]
     assert params["n_statements"] == 31 and params["n_personas"] == 23
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 
 from synth.insights.recovery import dominant_trait_ari, planted_trait_recovery, recovered_share
-from synth.insights.synthetic import PlantedTrait, SyntheticPopulation, SyntheticUser, TraitCatalog
+from synth.insights.synthetic import PlantedFacet, SyntheticPopulation, SyntheticUser
 from synth.insights.types import Insight, InsightsResult, Persona, Statement
 
 
 def _population() -> SyntheticPopulation:
-    traits = tuple(PlantedTrait(key, "topics", key, 1.0, ("{S} likes it.",)) for key in ("tea", "chess", "bees"))
-    catalog = TraitCatalog(traits, (), (), (), (), ())
+    planted_facets = tuple(PlantedFacet(key, "topics", key) for key in ("tea", "chess", "bees"))
     planted = {"a": ("tea", "bees"), "b": ("tea",), "c": ("tea",), "d": ("chess",), "e": ("chess", "bees")}
     users = tuple(SyntheticUser(Persona(user, "..."), keys[0], keys) for user, keys in planted.items())
-    return SyntheticPopulation(users, seed=0, catalog=catalog)
+    return SyntheticPopulation(users, seed=0, planted=planted_facets)
 
 
 def _result(insight_users: dict[str, list[str]]) -> InsightsResult:

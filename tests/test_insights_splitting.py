@@ -5,6 +5,7 @@ from __future__ import annotations
 from dspy.utils import DummyLM
 
 from synth.insights import LLMFacetExtractor, SentenceSplitter, trait_core
+from synth.insights.splitting import persona_statements, without_subject
 
 
 def test_splitter_separates_sentences_bullets_and_independent_clauses() -> None:
@@ -43,3 +44,50 @@ def test_llm_facet_extractor_uses_the_model_and_falls_back_when_empty() -> None:
     assert LLMFacetExtractor(lm).split(persona) == ["The user works as a nurse.", "The user wants short answers."]
     empty = DummyLM([{"statements": "[]"}])
     assert LLMFacetExtractor(empty).split(persona) == SentenceSplitter().split(persona)
+
+
+MARKDOWN_PERSONA = """**Persona: The Careful Planner**
+
+The synthesized persona is a user with clear and consistent preferences.
+Based on the preference data, this user can be described as follows:
+### Key Traits
+1. **Brevity**: Wants the answer in the first line.
+2) **Farm Life:** Lives on a farm far from town. Raises goats on weekends.
+- **Hive Keeping** \u2014 Keeps two hives and jars honey every summer.
+* **Helpfulness**: Wants helpful, relevant answers.
+
+Overall, this persona values brevity and farm life, and expects answers to respect both.
+"""
+
+
+def test_markdown_personas_keep_labels_and_drop_framing() -> None:
+    assert persona_statements(MARKDOWN_PERSONA) == [
+        "Brevity: Wants the answer in the first line.",
+        "Farm Life: Lives on a farm far from town.",
+        "Farm Life: Raises goats on weekends.",
+        "Hive Keeping: Keeps two hives.",
+        "Hive Keeping: Jars honey every summer.",
+        "Helpfulness: Wants helpful, relevant answers.",
+    ]
+    assert persona_statements(MARKDOWN_PERSONA) == SentenceSplitter().split(MARKDOWN_PERSONA)
+    assert trait_core("Farm Life: She lives on a farm.") == "Farm Life: lives on a farm"
+    assert without_subject("Farm Life: She lives on a farm.") == "Farm Life: Lives on a farm."
+
+
+def test_fused_predicates_split_but_coordinated_nouns_stay_whole() -> None:
+    text = (
+        "She keeps bees and plays chess online. He plays bass in a band, practises piano scales every evening and "
+        "writes songs at home. Judging by the choices, she wants blunt feedback. He needs advice on payroll and "
+        "taxes for his business. She likes tables, charts and diagrams."
+    )
+    assert persona_statements(text) == [
+        "She keeps bees.",
+        "Plays chess online.",
+        "He plays bass in a band.",
+        "Practises piano scales every evening.",
+        "Writes songs at home.",
+        "Judging by the choices, she wants blunt feedback.",
+        "He needs advice on payroll and taxes for his business.",
+        "She likes tables, charts and diagrams.",
+    ]
+    assert persona_statements("In summary, the user is practical. Here is the persona:") == []

@@ -16,7 +16,7 @@ def test_generator_is_seeded_and_plants_documented_traits() -> None:
     )
     assert [u.persona.text for u in first.users] == [u.persona.text for u in again.users]
     assert [u.persona.text for u in first.users] != [u.persona.text for u in other.users]
-    keys = {trait.key for trait in first.catalog.traits}
+    keys = {facet.key for facet in first.planted}
     assert len(keys) == 26
     for user in first.users:
         assert user.dominant_trait == user.traits[0] and set(user.traits) <= keys

@@ -8,12 +8,15 @@ import gradio as gr
 import pytest
 
 from components import insights_tab as tab
+from components.limits import Limits
 from synth.insights.personas import write_personas_jsonl
-from synth.insights.population import FitCache, SharedPopulation
-from synth.store import PersonaRecord, PersonaStore
+from synth.insights.population import SharedPopulation
+from synth.store import Evidence, PersonaRecord, PersonaStore
 from tests.insights_doubles import topic_personas, topic_pipeline
 
 MARKUP = "The user pastes <b>bold</b> [links](x) into every chat about privacy."
+EVIDENCE = Evidence(("The shorter reply respects their time.",),
+                    ({"bank_id": "b1", "prompt": "Q?", "chosen": "Short.", "rejected": "Long."},))
 
 
 @pytest.fixture
@@ -21,67 +24,105 @@ def population(tmp_path: Path) -> SharedPopulation:
     sample = tmp_path / "sample.jsonl"
     write_personas_jsonl(topic_personas(), sample)
     store = PersonaStore(tmp_path / "personas.sqlite")
-    store.add(PersonaRecord("u-app", MARKUP, "demo", consent=True, artifact={"traces": ["why"], "demos": ["pair"]}))
+    store.add(PersonaRecord("u-app", MARKUP, "demo", consent=True, evidence=EVIDENCE))
+    store.add(PersonaRecord("u-plain", "He guards his privacy online, always.", "demo", consent=True))
     store.add(PersonaRecord("u-private", "The user loves to cook in secret.", "demo", consent=False))
-    return SharedPopulation(store, sample, FitCache(lambda: topic_pipeline(n_resamples=0)))
+    return SharedPopulation(store, sample, lambda: topic_pipeline(n_resamples=0))
+
+
+def shown(population: SharedPopulation, include_sample: bool = True, query: str | None = None) -> tuple:
+    """The last update of the page-load event (the first may say the population is being analysed)."""
+    return list(tab.show_population(population, include_sample, query))[-1]
 
 
 def test_show_population_lists_insights_and_counts_sources(population: SharedPopulation) -> None:
-    status, figure, ranked, themes, picker = tab.show_population(population, True, None)  # None: the page load
-    assert status.startswith("**24 personas** (23 from the bundled synthetic sample, 1 from people who opted in)")
-    assert "**1** such clusters are hidden" in status
-    assert [row[1] for row in ranked] == [14, 7, 6] and ranked[0][0] == "insight-1"
-    assert len(figure.data) >= 1 and themes == [
-        ["(no theme)", row[1], "", "", row[0], row[3]] for row in ranked
-    ]
-    assert picker["choices"][0] == (f"14 users \u2014 {ranked[0][3]}", "insight-1") and picker["value"] is None
-    status, *_ = tab.show_population(population, False, "")
-    assert status.startswith("**1 personas** (0 from the bundled synthetic sample, 1 from people who opted in)")
+    key, status, figure, ranked, themes, picker = shown(population, True, None)  # None: the page load
+    assert status.startswith("**25 personas** (23 from the bundled synthetic sample, 2 from people who opted in)")
+    assert "such clusters are hidden" in status and "figures appear from 5 on" in status
+    assert ranked[0][1] >= ranked[-1][1] and ranked[0][0].startswith("insight-")
+    assert len(figure.data) >= 1 and themes == [["(no theme)", row[1], "", "", row[0], row[3]] for row in ranked]
+    assert picker["choices"][0] == (f"{ranked[0][1]} users \u2014 {ranked[0][3]}", ranked[0][0])
+    assert population.by_key(key).result.n_users == 25
+    _, status, *_ = shown(population, False, "")
+    assert status.startswith("**2 personas** (0 from the bundled synthetic sample, 2 from people who opted in)")
 
 
-def test_search_keeps_insights_matching_names_keywords_or_statements(population: SharedPopulation) -> None:
-    rows = tab.filter_list(population, True, "  PASTES ")
-    assert len(rows) == 1 and rows[0][1] == 7  # found by a member statement, not by the name
-    assert tab.filter_list(population, True, "no such words") == []
-    assert len(tab.filter_list(population, True, None)) == 3
+def test_search_filters_the_shown_view(population: SharedPopulation) -> None:
+    key, *_ = shown(population)
+    rows = tab.filter_list(population, key, "  PASTES ")
+    assert len(rows) == 1  # found by a member statement, not by the name
+    assert tab.filter_list(population, key, "no such words") == []
+    assert len(tab.filter_list(population, key, None)) == len(tab.filter_list(population, key, ""))
 
 
-def test_picking_a_row_opens_its_insight(population: SharedPopulation) -> None:
+def test_picking_a_row_opens_its_insight_from_the_shown_fit(population: SharedPopulation) -> None:
+    key, *_ = shown(population)
     event = gr.SelectData(None, {"index": [0, 3], "value": "name", "row_value": ["insight-2", 7, "29%"]})
     assert tab.pick_from_table(event) == "insight-2"
     assert tab.pick_from_table(gr.SelectData(None, {"index": [0, 0], "value": ""})) is None
-    details, members, users, figure = tab.open_insight(population, True, "insight-2")
-    name = population.current_fit(True).result.get("insight-2").name
-    assert details.startswith(f"**{tab.escape_markdown(name)}**") and "7 users (29%)" in details
-    assert [MARKUP, "u-app"] in members and len(members) == 7
-    assert "u-app" in users["choices"] and figure is not None
-    empty = tab.open_insight(population, True, None)
+    fit = population.by_key(key)
+    privacy = next(leaf for leaf in fit.result.leaves if "u-app" in leaf.user_ids)
+    details, members, users, figure = tab.open_insight(population, key, privacy.id)
+    assert details.startswith(f"**{tab.escape_markdown(privacy.name)}**")
+    assert [MARKUP, "u-app"] in members and "u-app" in users["choices"] and figure is not None
+    empty = tab.open_insight(population, key, None)
     assert empty[:2] == ("", []) and empty[2]["choices"] == []
+    assert "No insight insight\\-99" in tab.open_insight(population, key, "insight-99")[0]
 
 
-def test_open_persona_shows_the_artifact_behind_an_app_persona(population: SharedPopulation) -> None:
-    assert tab.open_persona(population, True, "u-app") == (MARKUP, ["why"], ["pair"])
-    text, reasoning, pairs = tab.open_persona(population, True, "garden-1")
-    assert "garden" in text and reasoning is None and pairs is None
-    assert tab.open_persona(population, True, "u-private") == ("", None, None)  # not consented: not in the population
-    assert tab.open_persona(population, True, None) == ("", None, None)
+def test_a_view_keeps_its_insights_when_the_population_changes(population: SharedPopulation) -> None:
+    key, *_ = shown(population)
+    before = tab.open_insight(population, key, "insight-1")
+    population.store.add(PersonaRecord("u-new", "She tends a garden of herbs and roses.", "demo", consent=True))
+    while population.latest(True, timeout=0).key == key:
+        population.latest(True, timeout=0.1)
+    assert tab.open_insight(population, key, "insight-1")[:2] == before[:2]  # same fit, same meaning
+    assert tab.STALE in tab.open_insight(population, "r404s", "insight-1")[0]
 
 
-def test_place_puts_a_pasted_persona_on_the_map(population: SharedPopulation) -> None:
-    figure, summary, rows = tab.place(population, True, "She loves to cook pasta number 3. She reads poetry at night.")
+def test_the_evidence_chain_shows_exactly_what_was_shared(population: SharedPopulation) -> None:
+    key, *_ = shown(population)
+    text, note, reasoning, pairs = tab.open_persona(population, key, "u-app")
+    assert text == MARKUP and "also shared the evidence" in note
+    assert reasoning == list(EVIDENCE.reasoning) and pairs == list(EVIDENCE.pairs)
+    assert tab.open_persona(population, key, "u-plain")[1:] == (
+        "Its author shared the persona and its statements only.", None, None)
+    text, note, reasoning, pairs = tab.open_persona(population, key, "garden-1")
+    assert "garden" in text and "synthetic sample" in note and reasoning is None and pairs is None
+    assert tab.open_persona(population, key, "u-private") == ("", "", None, None)  # never in the population
+    population.store.delete("u-app")  # removed by its author: gone at once from the drill-down
+    assert tab.open_persona(population, key, "u-app") == ("", "Its author removed this persona from the "
+                                                              "population.", None, None)
+
+
+def test_place_puts_a_pasted_persona_on_the_map_within_the_limits(population: SharedPopulation) -> None:
+    key, *_ = shown(population)
+    figure, summary, rows = tab.place(population, Limits(), key, "She loves to cook pasta number 3. She reads "
+                                                                 "poetry at night.")
     assert "more typical than" in summary and "Nearest insights:" in summary and figure is not None
     assert rows[1] == ["She reads poetry at night.", tab.NO_INSIGHT, rows[1][2]]
-    assert rows[0][1] != tab.NO_INSIGHT
-    with pytest.raises(gr.Error, match="Paste a persona first"):
-        tab.place(population, True, "  ")
-    with pytest.raises(gr.Error, match="no trait statements"):
-        tab.place(population, True, "Hi.")
+    assert "Paste a persona first" in tab.place(population, Limits(), key, "  ")[1]
+    assert "no trait statements" in tab.place(population, Limits(), key, "Hi.")[1]
+    many = " ".join(f"She likes to cook dish number {i}." for i in range(5))
+    assert "splits into 5 statements" in tab.place(population, Limits(max_place_statements=4), key, many)[1]
+    assert "takes at most 20" in tab.place(population, Limits(max_field_chars=20), key, many)[1]
 
 
-def test_an_empty_population_is_a_readable_error(tmp_path: Path) -> None:
-    empty = SharedPopulation(PersonaStore(tmp_path / "empty.sqlite"), None, FitCache(topic_pipeline))
-    with pytest.raises(gr.Error, match="No personas yet"):
-        tab.show_population(empty, True, "")
+def test_a_failing_placement_is_a_sentence(population: SharedPopulation, monkeypatch) -> None:
+    key, *_ = shown(population)
+
+    def broken(text):
+        raise RuntimeError("embedder out of memory")
+
+    monkeypatch.setattr(population.by_key(key).estimator, "place", broken)
+    _, summary, rows = tab.place(population, Limits(), key, "She loves to cook pasta number 3.")
+    assert "could not be placed (embedder out of memory)" in summary and rows == []
+
+
+def test_an_empty_population_is_a_sentence(tmp_path: Path) -> None:
+    empty = SharedPopulation(PersonaStore(tmp_path / "empty.sqlite"), None, topic_pipeline)
+    key, status, *_ = shown(empty)
+    assert key is None and "No personas yet" in status
 
 
 def test_persona_from_state_reads_a_string_an_artifact_or_a_session() -> None:
@@ -94,14 +135,23 @@ def test_persona_from_state_reads_a_string_an_artifact_or_a_session() -> None:
     assert tab.persona_from_state(None) == tab.persona_from_state({"persona": 3}) == ""
 
 
-def test_markdown_escaping_shows_text_literally() -> None:
+def test_markdown_escaping_shows_text_literally_and_keeps_apostrophes() -> None:
+    """Issue 14 item 11: quotes became &#x27; entities, which gr.Markdown shows as such."""
     assert tab.escape_markdown("<b>*x*</b>") == "&lt;b&gt;\\*x\\*&lt;/b&gt;"
+    assert tab.escape_markdown("Don't say \"never\"") == "Don't say \"never\""
+
+
+def test_long_theme_names_are_shortened_in_the_ranked_list() -> None:
+    assert tab.shorten("Likes tea", 48) == "Likes tea"
+    long = "Wants explanations suited to homework for university classes / Trusts studies"
+    assert len(tab.shorten(long, 48)) == 48 and tab.shorten(long, 48).endswith("\u2026")
 
 
 def test_the_tab_wires_every_handler_under_its_name(tmp_path: Path) -> None:
     with gr.Blocks() as demo:
         state = gr.State({"persona": "x"})
-        built = tab.build_insights_tab(PersonaStore(tmp_path / "s.sqlite"), topic_pipeline, None, persona_state=state)
+        built = tab.build_insights_tab(SharedPopulation(PersonaStore(tmp_path / "s.sqlite"), None, topic_pipeline),
+                                       persona_state=state)
     names = {fn.api_name for fn in demo.fns.values()}
     assert {"show_population", "filter_list", "pick_from_table", "open_insight", "open_persona", "place",
             "persona_from_state"} <= names

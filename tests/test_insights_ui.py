@@ -1,4 +1,6 @@
-"""Browser test of the "Population insights" tab in headless Debian Chromium (Playwright). Screenshot: test-output/."""
+"""Browser test of the "Population insights" tab in headless Debian Chromium (Playwright): markup in personas and
+evidence is shown as text. Topic embeddings (tests/insights_doubles.py) stand in for MiniLM: the embedder is not
+the point here (the newcomer test runs the real one). Screenshot: test-output/."""
 
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow
 @pytest.mark.browser
 def test_tab_lists_opens_and_places_with_markup_shown_as_text(tmp_path: Path) -> None:
     assert Path(CHROMIUM).exists(), (
@@ -40,21 +41,17 @@ def test_tab_lists_opens_and_places_with_markup_shown_as_text(tmp_path: Path) ->
     from playwright.sync_api import sync_playwright
 
     from components.insights_tab import build_insights_tab
-    from synth.insights import PopulationInsights
     from synth.insights.personas import write_personas_jsonl
-    from synth.insights.synthetic import generate_population
-    from synth.store import PersonaRecord, PersonaStore
+    from synth.insights.population import SharedPopulation
+    from synth.store import Evidence, PersonaRecord, PersonaStore
+    from tests.insights_doubles import topic_personas, topic_pipeline
 
     sample = tmp_path / "sample.jsonl"
-    write_personas_jsonl(generate_population(80, seed=1).personas, sample)
+    write_personas_jsonl(topic_personas(), sample)
     store = PersonaStore(tmp_path / "personas.sqlite")
-    artifact = {
-        "persona": MARKUP,
-        "traces": [{"reasoning": "<b>not bold</b>", "verdict": "First"}],
-        "demos": [],
-    }
+    evidence = Evidence(("<b>not bold</b>",), ({"prompt": "<i>Q</i>?", "chosen": "a", "rejected": "b"},))
     store.add_many(
-        PersonaRecord(f"u-markup-{i}", MARKUP, "demo", consent=True, artifact=artifact)
+        PersonaRecord(f"u-markup-{i}", MARKUP, "demo", consent=True, evidence=evidence)
         for i in range(6)
     )
     store.add(
@@ -69,11 +66,7 @@ def test_tab_lists_opens_and_places_with_markup_shown_as_text(tmp_path: Path) ->
         )
         with gr.Tab("Population insights"):
             build_insights_tab(
-                store,
-                pipeline_factory=lambda: PopulationInsights(
-                    cache_dir=str(tmp_path / "cache"), n_resamples=2
-                ),
-                sample_path=sample,
+                SharedPopulation(store, sample, lambda: topic_pipeline(n_resamples=0)),
                 persona_state=mine,
             )
     port = _free_port()
@@ -98,9 +91,9 @@ def test_tab_lists_opens_and_places_with_markup_shown_as_text(tmp_path: Path) ->
                 .filter(visible=True)
                 .first.inner_text()
             )
-            assert "86 personas" in status, (
+            assert "29 personas" in status, (
                 status
-            )  # 80 sample + 6 consented, not the 7th
+            )  # 23 sample + 6 consented, not the 7th
 
             page.get_by_label("Search insights").fill("alert")
             page.wait_for_timeout(1500)

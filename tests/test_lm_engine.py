@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dspy
 import pytest
 
-from synth.lm import EngineConfig, fit_threads, gpu_task, local_engine
+from synth.lm import EngineConfig, default_fit_concurrency, fit_threads, gpu_task, local_engine
 from synth.lm.engine import EngineRegistry, LocalEngine
 from synth.lm.loading import LocalModel
 from synth.lm.sampling import GenerationParams
@@ -76,6 +76,21 @@ def test_fits_keep_a_whole_stage_in_flight_only_on_a_gpu(tiny_model, make_engine
     assert fit_threads(engine.as_lm()) == (96 if TEST_DEVICE == "cuda" else 16)
     not_loaded_yet = make_engine(LocalModel("some/model", device="cuda"), gpu_batch_rows=96)
     assert fit_threads(not_loaded_yet.as_lm()) == 96 and not not_loaded_yet.local_model.is_loaded
+
+
+def test_fits_sharing_the_model_are_few_on_a_cpu_and_as_many_as_gpu_memory_holds_rows_for(tiny_model, make_engine,
+                                                                                        monkeypatch):
+    assert default_fit_concurrency(types.SimpleNamespace(model="openai/gpt-4o-mini")) == 4  # remote: no engine
+    engine = make_engine(tiny_model, cpu_fit_concurrency=3, gpu_fit_concurrency=6, rows_per_fit=24)
+    if TEST_DEVICE == "cpu":
+        assert default_fit_concurrency(engine.as_lm()) == 3
+    not_loaded_yet = make_engine(LocalModel("some/model", device="cuda"), gpu_fit_concurrency=6)
+    assert default_fit_concurrency(not_loaded_yet.as_lm()) == 6  # memory unknown yet: the most
+    runner = engine.runner  # made on this device; then the model is said to be on a GPU
+    monkeypatch.setattr(engine.local_model, "device", "cuda")
+    for rows, fits in ((128, 5), (30, 1), (10, 1), (1000, 6)):  # rows // 24, at least 1, at most 6
+        monkeypatch.setattr(runner, "batch_capacity", lambda tokens, rows=rows: rows)
+        assert default_fit_concurrency(engine.as_lm()) == fits
 
 
 def test_gpu_task_wraps_only_when_spaces_is_present(monkeypatch):

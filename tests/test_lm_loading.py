@@ -7,10 +7,13 @@ import os
 import threading
 import time
 
+import pytest
 import torch
 
 from synth.lm.loading import LocalModel, pick_device, pick_dtype
 from tests.tiny_lm import TEST_DEVICE, build_tiny_model
+
+pytest_plugins = ["tests.lm_fixtures"]  # make_engine
 
 
 def test_a_model_loads_once_however_many_threads_ask(tmp_path, monkeypatch):
@@ -36,10 +39,14 @@ def test_a_model_loads_once_however_many_threads_ask(tmp_path, monkeypatch):
     assert model.model.dtype == torch.float32
 
 
-def test_device_and_dtype_follow_the_request_or_the_hardware():
+def test_device_and_dtype_follow_the_request_or_the_hardware(monkeypatch):
     assert pick_device("cpu") == "cpu" and pick_device("auto") in ("cuda", "mps", "cpu")
     assert pick_dtype("cpu", "float32") is torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     assert pick_dtype("cuda") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # a T4: fp16 tensor cores
+    assert pick_dtype("cuda") is torch.float16
+    assert pick_dtype("cuda", "float32") is torch.float32
     assert pick_dtype("mps") is torch.float32
     assert pick_dtype("cpu") in (torch.bfloat16, torch.float32)  # bf16 only where the CPU multiplies it natively
 
@@ -56,3 +63,62 @@ def test_converted_gguf_weights_are_cached_under_synth_cache_and_keyed_by_the_fi
     gguf.write_bytes(b"other weights")
     os.utime(gguf, ns=(1, 1))
     assert model._gguf_cache_path() != first  # a changed file is converted again
+
+
+def test_prepare_converts_a_gguf_once_and_loads_it_without_any_network(tmp_path, monkeypatch, capsys):
+    """``synth prepare`` (run by scripts/setup.sh) converts the GGUF into the cache with progress lines, a second run
+    finds it done, and nothing asks the network for a local file (here any connection attempt fails)."""
+    import socket
+
+    from synth.cli import main
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "tiny-q4.gguf"
+    gguf.write_bytes(b"weights")
+    conversions = []
+
+    def convert(model, target):  # the real conversion de-quantizes a GGUF; a tiny checkpoint stands in for it
+        conversions.append(target)
+        build_tiny_model(target)
+
+    monkeypatch.setattr(LocalModel, "_convert_gguf", convert)
+    assert main(["prepare", "--model", str(gguf), "--device", "cpu"]) == 0
+    first = capsys.readouterr().out
+    assert "converting tiny-q4.gguf" in first and "converted in" in first and "ready: tiny-q4.gguf on cpu" in first
+    assert main(["prepare", "--model", str(gguf), "--device", "cpu"]) == 0
+    second = capsys.readouterr().out
+    assert "converting" not in second and "ready:" in second
+    assert conversions == [LocalModel(str(gguf))._gguf_cache_path()]
+    assert main(["prepare", "--model", "openai/gpt-4o-mini", "--quiet"]) == 0 and capsys.readouterr().out == ""
+
+
+def test_int8_is_asked_for_and_runs_on_a_cpu_only():
+    assert LocalModel("some/model").quantization == "none"  # opt-in: see docs/performance.md
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        LocalModel("some/model", quantize="int4")
+
+
+def test_an_int8_model_runs_its_linear_layers_quantized_and_scores_close_to_fp32(tmp_path, make_engine):
+    from synth.lm.sampling import GenerationParams
+    from tests.tiny_lm import PROMPTS
+
+    directory = build_tiny_model(tmp_path / "m")
+    exact = LocalModel(directory, device="cpu", dtype="float32").load()
+    quantized = LocalModel(directory, device="cpu", dtype="float32", quantize="int8").load()
+    assert exact.quantization == "none" and quantized.quantization == "int8"
+    kinds = (torch.nn.Linear, torch.ao.nn.quantized.dynamic.Linear)
+    linear = {name: module for name, module in quantized.model.named_modules() if isinstance(module, kinds)}
+    assert len(linear) == 2 * 7 + 1  # per layer q, k, v, o, gate, up, down; and the output layer
+    for name, module in linear.items():  # all int8 but the MLPs' output projections
+        assert isinstance(module, torch.ao.nn.quantized.dynamic.Linear) != name.endswith("down_proj"), name
+    assert quantized.model.dtype == torch.float32  # activations, norms and the cache stay fp32
+    reference, fast = make_engine(exact), make_engine(quantized)
+    for prompt, want, got in zip(PROMPTS[:6], reference.choice_probabilities(PROMPTS[:6], ["a", "b"]),
+                                 fast.choice_probabilities(PROMPTS[:6], ["a", "b"]), strict=True):
+        assert got == pytest.approx(want, abs=0.05), prompt
+    [result] = fast.generate(PROMPTS[:1], [GenerationParams(max_new_tokens=8)])
+    assert result.completion_tokens > 0

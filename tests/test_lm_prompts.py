@@ -1,10 +1,14 @@
 """Prompt rendering: a base model gets a plain transcript whose assistant turn opens with the requested field, a chat
-model its template (a system role folded in when the template refuses one), and long prompts keep their end."""
+model its template (a system role folded in when the template refuses one), and long prompts lose the middle of their
+last turn, never the system prompt or the request for the answer."""
 
 from __future__ import annotations
 
 import types
 
+import pytest
+
+from synth.lm.budget import PromptTooLong
 from synth.lm.prompts import PromptFormat, request_messages
 
 pytest_plugins = ["tests.lm_fixtures"]  # the tiny models and engines
@@ -26,7 +30,7 @@ class TemplateTokenizer:
 
     chat_template = "<template>"
 
-    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt, **template_variables):
         if any(m["role"] == "system" for m in messages):
             raise ValueError("System role not supported")
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
@@ -38,10 +42,20 @@ def test_a_chat_model_gets_its_template_with_a_refused_system_role_folded_in():
         "<user>You judge.\n\nWhich reply? Respond starting with the field `[[ ## reasoning ## ]]`.<assistant>Verdict: ")
 
 
-def test_a_long_prompt_keeps_its_first_token_and_its_end(tiny_model):
-    prompts = PromptFormat(tiny_model.tokenizer, max_input_tokens=5)
-    assert prompts.encode("abcdefgh") == prompts.encode("a") + prompts.encode("efgh")
-    assert PromptFormat(tiny_model.tokenizer, max_input_tokens=1).encode("abcdefgh") == prompts.encode("a")
+def test_a_long_prompt_loses_the_middle_of_its_last_turn_never_the_system_prompt_or_the_request(tiny_model):
+    system = {"role": "system", "content": "PERSONA: the user likes short replies."}
+    judged = {"role": "user", "content": "[[ ## conversation ## ]]\n" + "start " + "x" * 400 + " end"
+                                         + "\n\nRespond with the field `[[ ## reasoning ## ]]`."}
+    prompts = PromptFormat(tiny_model.tokenizer, max_input_tokens=200)
+    text = prompts.render([system, judged])
+    assert len(prompts.encode(text)) <= 200
+    assert "PERSONA: the user likes short replies." in text and "tokens cut" in text
+    assert "start" in text and "end\n\nRespond with the field `[[ ## reasoning ## ]]`." in text
+    with pytest.raises(PromptTooLong):  # nothing is ever cut from its start: a prompt too long is refused
+        prompts.encode("abcdefgh" * 40)
+    tiny = PromptFormat(tiny_model.tokenizer, max_input_tokens=20)
+    with pytest.raises(PromptTooLong):  # the system prompt alone does not fit
+        tiny.render([system, judged])
 
 
 def test_request_messages_reads_a_dspy_request():

@@ -128,3 +128,44 @@ def test_batch_capacity_follows_the_config_and_kv_size(tiny_model, make_engine):
         assert runner.batch_capacity(10_000) == 5
     # 2 layers x (key + value) x 2 kv heads x head_dim 16 x 4 bytes
     assert kv_bytes_per_token(tiny_model.model.config, torch.float32) == 2 * 2 * 2 * 16 * 4
+
+
+@pytest.mark.timeout(120)
+def test_a_huge_max_tokens_stops_at_the_context_and_reserves_no_cache_beyond_it(tiny_model, make_engine, monkeypatch):
+    """An uploaded artifact asked for 50,000,000 new tokens (issue 14): the reply ends at the model's context (the
+    tiny model's, made 200 tokens here to keep the test short), and no cache buffer is ever made wider than it."""
+    from synth.lm import kv
+
+    context = 200
+    monkeypatch.setattr(tiny_model.model.config, "max_position_embeddings", context)
+    widest: list[int] = []
+    set_buffers = kv.GrowingLayer._set_buffers
+
+    def watched(layer, keys, values):
+        widest.append(keys.shape[-2])
+        if keys.shape[-2] > context:
+            raise MemoryError(f"a cache buffer of {keys.shape[-2]:,} columns for a {context}-token context")
+        set_buffers(layer, keys, values)
+
+    monkeypatch.setattr(kv.GrowingLayer, "_set_buffers", watched)
+    engine = make_engine(tiny_model)
+    engine.runner.eos_ids = set()  # the random model must not stop early: decoding runs to the limit
+    prompts = [PROMPTS[3], SHARED + PROMPTS[4]]  # rows of different lengths share the batch
+    results = engine.generate(prompts, [GenerationParams(max_new_tokens=50_000_000)] * 2)
+    for prompt, result in zip(prompts, results, strict=True):
+        assert result.finish_reason == "length"
+        assert len(engine.prompts.encode(prompt)) + result.completion_tokens == context
+    [text] = engine.as_lm(max_tokens=50_000_000, cache=False)("question 1?")  # the same through DSPy
+    assert text and widest and max(widest) <= context
+    assert engine.context_tokens == context
+
+
+def test_the_context_bound_comes_from_the_engine_config_when_smaller(tiny_model, make_engine):
+    engine = make_engine(tiny_model, max_context_tokens=48)
+    engine.runner.eos_ids = set()
+    prompt = PROMPTS[1]
+    [result] = engine.generate([prompt], [GenerationParams(max_new_tokens=1_000)])
+    assert engine.context_tokens == 48
+    assert len(engine.prompts.encode(prompt)) + result.completion_tokens == 48
+    with pytest.raises(ValueError, match="47"):  # a prompt that leaves no room for a reply is refused
+        engine.generate(["x" * 100], [GenerationParams(max_new_tokens=5)])

@@ -64,3 +64,21 @@ def test_sampling_is_seeded_per_request_whatever_the_batch(engine):
     alone = engine.generate([PROMPTS[3]], [params])[0]
     in_batch = engine.generate(PROMPTS[:6], [params] * 6)[3]
     assert alone == in_batch
+
+
+def test_text_pieces_hold_back_a_possible_stop_string_and_unfinished_characters(tiny_model):
+    from synth.lm.sampling import TextPieces
+
+    tokenizer = tiny_model.tokenizer
+    pieces = TextPieces(tokenizer, ["\nUser:"])
+    handed = [pieces.add(token) for token in tokenizer("Hi\nUs", add_special_tokens=False)["input_ids"]]
+    assert "".join(handed) == "Hi"  # "\nUs" may still become "\nUser:"
+    assert pieces.finish("Hi\nUs") == "\nUs"  # the row ended without the stop: the rest comes out
+    assert pieces.finish("Hi\nUs") == ""
+
+    class BytePieces:  # a tokenizer whose second token completes a two-byte character
+        def decode(self, tokens, skip_special_tokens=True):
+            return "é" if len(tokens) > 1 else "\ufffd"
+
+    accented = TextPieces(BytePieces(), [])
+    assert accented.add(1) == "" and accented.add(2) == "é"

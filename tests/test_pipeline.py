@@ -25,13 +25,13 @@ def fit(seed: int = 0, with_scores: bool = True, n: int = 10, **kwargs):
 def test_verification_keeps_only_traces_that_match_the_user():
     model, _, _ = fit()
     bootstrap = [t for t in model.artifact_["traces"] if t["stage"] == "bootstrap"]
-    assert len(bootstrap) == 7  # last 30% of 10 pairs validate
+    assert len(bootstrap) == 7  # the first ⌊0.7 × 10⌋ pairs train
     for trace in bootstrap:
         assert trace["kept"] == (trace["verdict"] == trace["user_choice"])
         assert trace["kept"] == (trace["pair_index"] not in TRICKS)
     kept_ids = {i for i, t in enumerate(bootstrap) if t["kept"]}
     for candidate in model.artifact_["candidates"]:
-        if candidate["stage"] == "bootstrap" and candidate["kind"] == "bootstrapped":
+        if candidate["stage"] == "bootstrap" and candidate["kind"] in ("bootstrapped", "all-verified"):
             assert set(candidate["trace_ids"]) <= kept_ids  # rejected reasoning never becomes a demo
 
 
@@ -41,7 +41,7 @@ def test_best_candidate_wins_and_persona_flows_into_step_three():
     for stage in ("bootstrap", "demos"):
         ranked = [c for c in candidates if c["stage"] == stage]
         chosen = model.artifact_["chosen"][stage]
-        best = max(ranked, key=lambda c: (c["accuracy"], c["mean_p_correct"], -c["candidate_id"]))
+        best = max(ranked, key=lambda c: (c["accuracy"], c["mean_p_correct"], -c["candidate_id"]))  # confidence
         assert chosen == best["candidate_id"]
     assert model.get_persona() == PERSONA
     # with the persona in its instructions the judge is never tricked: every step-3 trace is kept
@@ -79,6 +79,11 @@ def test_same_seed_reproduces_and_other_seed_differs():
     strip = lambda m: [dict(c.items()) for c in m.artifact_["candidates"]]  # noqa: E731
     assert strip(first) == strip(again)
     assert [c["trace_ids"] for c in strip(first)] != [c["trace_ids"] for c in strip(other)]
+    learned = ("traces", "candidates", "chosen", "persona_notes", "persona", "demos", "verdict_sources")
+    assert all(first.artifact_[key] == again.artifact_[key] for key in learned)
+    parsed, _, _ = fit(seed=3, with_scores=False)  # parsed verdicts, calls finishing in any order
+    parsed_again, _, _ = fit(seed=3, with_scores=False)
+    assert all(parsed.artifact_[key] == parsed_again.artifact_[key] for key in learned)
 
 
 def test_events_arrive_in_stage_order_with_traces_and_candidates():
@@ -98,6 +103,8 @@ def test_malformed_verdicts_are_retried_then_recorded_as_fallbacks():
     assert engine.malformed_verdicts == 0
     assert model.artifact_["verdict_fallbacks"] == 0
     assert all(t["verdict"] in ("First", "Second") for t in model.artifact_["traces"])
+    assert sum(model.artifact_["verdict_sources"].values()) > 0
+    assert model.artifact_["verdict_policy"] == "parse" and model.artifact_["config"]["verdict_policy"] is None
     stubborn, _, _ = fit(with_scores=False, malformed_verdicts=10_000)
     assert stubborn.artifact_["verdict_fallbacks"] > 0
     assert all(t["verdict"] in ("First", "Second") for t in stubborn.artifact_["traces"])
@@ -156,7 +163,8 @@ def test_quick_mode_shrinks_the_search():
     assert model.settings_.num_candidates == 3 and model.settings_.reasoning_tokens == 48
     assert model.num_candidates is None and model.reasoning_tokens is None  # parameters stay as given
     assert model.artifact_["config"]["quick"] is True and model.artifact_["config"]["max_demos"] == 2
-    assert len([c for c in model.artifact_["candidates"] if c["stage"] == "bootstrap"]) <= 5
+    assert len([c for c in model.artifact_["candidates"] if c["stage"] == "bootstrap"]) <= 6  # 3 fixed + 3 draws
+    assert max(len(c["trace_ids"]) for c in model.artifact_["candidates"]) <= 2
 
 
 def test_explicit_values_win_over_quick_and_are_never_rewritten():
@@ -168,7 +176,7 @@ def test_explicit_values_win_over_quick_and_are_never_rewritten():
     assert model.get_params()["num_candidates"] == 7 and model.get_params()["max_demos"] is None
     default = SynthesizeMe(lm=lm, num_threads=2).fit(make_pairs(6))
     assert (default.settings_.num_candidates, default.settings_.max_demos, default.settings_.reasoning_tokens,
-            default.settings_.persona_tokens) == (10, 4, 256, 320)
+            default.settings_.persona_tokens) == (10, None, 256, 320)
 
 
 def test_the_default_lm_is_resolved_without_writing_the_lm_parameter(monkeypatch):
@@ -190,8 +198,9 @@ def test_get_params_set_params_and_sklearn_clone():
     lm, _ = scripted_lm()
     model = SynthesizeMe(lm=lm, num_candidates=5, seed=4, quick=True)
     params = model.get_params()
-    assert set(params) == {"lm", "num_candidates", "max_demos", "seed", "theta", "validation_fraction",
-                           "reasoning_tokens", "persona_tokens", "max_turn_chars", "num_threads", "quick"}
+    assert set(params) == {"lm", "user_id", "num_candidates", "max_demos", "max_labeled_demos", "seed", "theta",
+                           "train_val_ratio", "reasoning_tokens", "persona_tokens", "max_turn_chars", "num_threads",
+                           "quick", "verdict_policy", "tie_break", "stop_at_score"}
     assert params["num_candidates"] == 5 and params["seed"] == 4 and params["max_demos"] is None
     model.fit(make_pairs(6))
     copy = clone(model)
@@ -203,7 +212,7 @@ def test_get_params_set_params_and_sklearn_clone():
         copy.set_params(depth=3)
     judge = DefaultJudge(lm=lm, reasoning_tokens=64)
     assert clone(judge).get_params() == {"lm": lm, "reasoning_tokens": 64, "max_turn_chars": 2000,
-                                         "num_threads": None, "seed": 0}
+                                         "num_threads": None, "seed": 0, "verdict_policy": None}
 
 
 def test_loaded_artifact_keeps_the_settings_it_was_fitted_with(tmp_path):
@@ -233,3 +242,129 @@ def test_concurrent_fits_in_one_process_keep_their_own_lm_and_results():
     assert other.get_persona() == "The user enjoys thorough, detailed replies."
     assert short.artifact_["lm_usage"]["lm_calls"] == engine_short.calls["judge"] + engine_short.calls["persona"]
     assert other.artifact_["lm_usage"]["lm_calls"] == engine_other.calls["judge"] + engine_other.calls["persona"]
+
+
+# ---- the paper's search, verified verdicts -------------------------------------------------------------------------
+def test_a_candidate_holds_every_verified_trace():
+    model, _, _ = fit()
+    for stage in ("bootstrap", "demos"):
+        kept = [i for i, t in enumerate(t for t in model.artifact_["traces"] if t["stage"] == stage) if t["kept"]]
+        everything = [c for c in model.artifact_["candidates"] if c["stage"] == stage and c["kind"] == "all-verified"]
+        assert len(everything) == 1 and everything[0]["trace_ids"] == kept
+
+
+def test_demo_sets_grow_past_four_when_there_are_more_training_pairs():
+    model, _, _ = fit(n=24)  # 16 training pairs
+    sizes = [len(c["trace_ids"]) for c in model.artifact_["candidates"] if c["kind"] != "labels-only"]
+    assert max(sizes) > 4 and sum(size > 4 for size in sizes) >= 3
+
+
+def test_a_guessed_verdict_is_never_a_verified_trace():
+    model, _, _ = fit(with_scores=False, malformed_verdicts=10_000)
+    traces = model.artifact_["traces"]
+    assert {t["verdict_source"] for t in traces} == {"fallback"}
+    assert any(t["verdict"] == t["user_choice"] for t in traces)  # some guesses happen to match the user...
+    assert not any(t["kept"] for t in traces)  # ...and still verify nothing
+    assert {c["kind"] for c in model.artifact_["candidates"]} == {"zero-shot", "labels-only"}
+    assert "Reasoning that predicted" not in model.artifact_["persona_notes"]  # no guessed reasoning reaches Θ
+    assert model.artifact_["verdict_sources"]["fallback"] == model.artifact_["verdict_fallbacks"]
+    # one call at a time, so the one malformed answer is the first trace's, and its fresh sample parses
+    lm, _ = scripted_lm(with_scores=False, malformed_verdicts=1)
+    once = SynthesizeMe(lm=lm, num_threads=1).fit(make_pairs(10, TRICKS))
+    retried = [t for t in once.artifact_["traces"] if t["verdict_source"] == "retried"]
+    assert len(retried) == 1 and retried[0]["verdict"] == retried[0]["user_choice"]  # right, re-sampled...
+    assert not retried[0]["kept"]  # ...and still not verified
+
+
+def test_the_official_policy_turns_unclear_verdicts_into_ties_scored_wrong():
+    lm, _ = scripted_lm(with_scores=False, malformed_verdicts=4)
+    model = SynthesizeMe(lm=lm, num_threads=4, verdict_policy="official").fit(make_pairs(10, TRICKS))
+    ties = [t for t in model.artifact_["traces"] if t["verdict_source"] == "tie"]
+    assert ties and all(t["verdict"] == "Tie" and not t["kept"] for t in ties)
+    assert model.artifact_["verdict_policy"] == model.artifact_["config"]["verdict_policy"] == "official"
+    assert model.artifact_["verdict_sources"]["tie"] >= len(ties)
+
+
+def fit_with(n: int = 10, **kwargs):
+    lm, engine = scripted_lm()
+    return SynthesizeMe(lm=lm, num_threads=4, **kwargs).fit(make_pairs(n, TRICKS)), engine
+
+
+def test_official_tie_rule_and_stop_at_score_pick_the_first_good_enough_candidate():
+    first, _ = fit_with(tie_break="first")
+    stopped, _ = fit_with(stop_at_score=0.5)
+    for model in (first, stopped):
+        for stage in ("bootstrap", "demos"):
+            ranked = sorted((c for c in model.artifact_["candidates"] if c["stage"] == stage),
+                            key=lambda c: c["candidate_id"])
+            if model is first:
+                best = max(c["accuracy"] for c in ranked)
+                expected = next(c for c in ranked if c["accuracy"] == best)
+            else:
+                expected = next(c for c in ranked if c["accuracy"] >= 0.5)
+            assert model.artifact_["chosen"][stage] == expected["candidate_id"]
+
+
+# ---- the official library's API -----------------------------------------------------------------------------------
+def official_rows(n: int, **extra):
+    rows = []
+    for i, pair in enumerate(make_pairs(n, TRICKS)):
+        row = pair.to_dict()
+        row["context"] = [{"role": "human", "content": row["context"][0]["content"]}]
+        row["chosen"]["role"], row["rejected"]["role"] = "bot", "bot"
+        rows.append({**row, "user_id": 42, "flip": i % 2 == 0, **extra})
+    return rows
+
+
+def test_fit_takes_official_dict_rows_with_their_roles_ids_flip_and_split():
+    lm, _ = scripted_lm()
+    model = SynthesizeMe(lm=lm, num_threads=4).fit(official_rows(7))
+    assert model.user_id_ == "42" and model.artifact_["user_id"] == "42"
+    assert [len(model.artifact_["pairs"][part]) for part in ("train", "validation")] == [4, 3]  # ⌊0.7 × 7⌋ = 4
+    assert model.artifact_["pairs"]["train"][0]["context"][0]["role"] == "user"
+    for stored in model.artifact_["traces"]:  # flip decides which side the judge sees the chosen reply on
+        assert stored["chosen_shown_first"] == (stored["pair_index"] % 2 == 0)
+    assert model.get_persona() == PERSONA
+    with_val = SynthesizeMe(lm=lm, num_threads=4, user_id="me").fit(official_rows(5), val_data=official_rows(3))
+    assert with_val.user_id_ == "me" and len(with_val.artifact_["pairs"]["validation"]) == 3
+    from synth.data import PairFileError
+
+    broken = official_rows(3)
+    broken[1]["chosen"]["content"] = "  "
+    with pytest.raises(PairFileError, match=r"fit\(data\), line 2, field 'chosen.content': empty content"):
+        SynthesizeMe(lm=lm).fit(broken)
+    same = official_rows(3)
+    same[2]["rejected"] = dict(same[2]["chosen"])
+    with pytest.raises(PairFileError, match="line 3, field 'rejected': chosen and rejected completions are identical"):
+        SynthesizeMe(lm=lm).fit(same)
+
+
+def test_evaluate_returns_mean_bounds_and_per_item_results_like_the_official_library():
+    model, _, _ = fit()
+    test_rows = [p.to_dict() for p in make_pairs(14, tricks={12})[10:]]
+    result = model.evaluate(test_rows)
+    assert result["mean"] == result.mean == result.accuracy == 1.0
+    assert result["lower_bound"] <= result["mean"] <= result["upper_bound"]
+    assert result["results"] == [1] * 8 and result.per_pair_scores == (1.0,) * 4
+    with pytest.raises(KeyError):
+        result["median"]
+
+
+DEMOS = [{"conversation": "User: plan my day?", "first_reply": "Gym, then work.", "second_reply": "A long plan.",
+          "reasoning": "Short wins.", "preferred": "First"},
+         {"conversation": "User: a poem?", "first_reply": "A sonnet.", "second_reply": "Two lines.",
+          "preferred": "Second"}]
+
+
+def fitted_with_demos():
+    model, _, _ = fit()
+    return SynthesizeMe.from_artifact({**model.artifact_, "demos": DEMOS}, lm=model.lm)
+
+
+def test_demos_can_be_read_with_the_official_keys():
+    model = fitted_with_demos()
+    ours, official = model.get_demos(), model.get_demos(keys="official")
+    assert len(ours) == len(official) == 2 and "reasoning" not in official[1]
+    for mine, theirs in zip(ours, official, strict=True):
+        assert set(theirs) <= {"conversation", "first_completion", "second_completion", "reasoning", "preference"}
+        assert (theirs["first_completion"], theirs["preference"]) == (mine["first_reply"], mine["preferred"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dspy
 import pytest
 
+from synth.judge import PairwiseJudge
 from synth.signatures import (
     PERSONA_HEADER,
     JudgePreference,
@@ -13,6 +14,7 @@ from synth.signatures import (
     judge_signature,
     normalize_verdict,
 )
+from tests.scripted import ScriptedEngine
 
 JUDGE = dspy.ChainOfThought(JudgePreference).predict.signature  # outputs: reasoning, preferred
 
@@ -99,3 +101,21 @@ def test_persona_goes_into_the_judges_instructions():
     assert personal.instructions.startswith(JudgePreference.instructions)
     assert personal.instructions.endswith(f"{PERSONA_HEADER}\nThe user likes brevity.")
     assert list(personal.output_fields) == list(JudgePreference.output_fields)
+
+
+class SilentEngine(ScriptedEngine):
+    """A model that ends its turn at once: every completion is empty."""
+
+    def answer(self, messages, stop=()) -> str:
+        return ""
+
+
+def test_an_empty_completion_is_missing_fields_and_the_judge_still_scores_it():
+    engine = SilentEngine()
+    lm = dspy.LM("local/silent", engine=engine, temperature=0.0, max_tokens=64, cache=False)
+    with dspy.context(lm=lm, adapter=TolerantChatAdapter()):
+        prediction = dspy.Predict(JudgePreference)(conversation="user: hi", first_reply="a", second_reply="b")
+        assert prediction.preferred is None
+        verdict = PairwiseJudge(verdict_policy="probabilities")(conversation="user: hi", first_reply="Short.",
+                                                                second_reply="A much longer reply.")
+    assert verdict.reasoning == "" and verdict.verdict_source == "probabilities" and verdict.p_first is not None

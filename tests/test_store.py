@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.store import PersonaRecord, PersonaStore, new_user_id
+from synth.store import Evidence, PersonaRecord, PersonaStore, new_deletion_code, new_user_id
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,18 +32,16 @@ def record(
     )
 
 
-def test_add_get_list_delete_and_artifact_round_trip(tmp_path: Path) -> None:
+def test_add_get_list_delete_and_evidence_round_trip(tmp_path: Path) -> None:
     store = PersonaStore(tmp_path / "db" / "personas.sqlite")
-    artifact = {
-        "persona": "Likes tea.",
-        "traces": [{"reasoning": "chose the shorter answer", "kept": True}],
-    }
+    evidence = Evidence(("chose the shorter answer",), ({"prompt": "Q?", "chosen": "a", "rejected": "b"},))
     store.add(
         record(
             "a",
             statements=("Likes tea.",),
             model="gemma",
-            artifact=artifact,
+            evidence=evidence,
+            ratings={"Likes tea.": "me"},
             source="demo",
         )
     )
@@ -51,21 +49,69 @@ def test_add_get_list_delete_and_artifact_round_trip(tmp_path: Path) -> None:
     got = store.get("a")
     assert (
         got is not None
-        and got.artifact == artifact
+        and got.evidence == evidence
+        and got.ratings == {"Likes tea.": "me"}
         and got.statements == ("Likes tea.",)
         and got.model == "gemma"
     )
     assert got.to_persona().statements == ("Likes tea.",)
     assert [r.user_id for r in store.list()] == ["a", "b"]
+    assert store.list()[0].evidence is None  # listing never reads evidence
     assert [r.user_id for r in store.list(consented_only=True)] == ["a"]
     assert [r.user_id for r in store.list(sources=["import"])] == ["b"]
     assert store.count() == 2 and store.count(consented_only=True) == 1
     store.add(
         record("a", consent=True, source="demo")
     )  # a user's newer persona replaces the old one
-    assert store.count() == 2 and store.get("a").artifact is None
+    assert store.count() == 2 and store.get("a").evidence is None
     assert store.delete("a") is True and store.delete("a") is False
     assert store.get("a") is None and store.count() == 1
+
+
+def test_a_deletion_code_removes_its_record_and_only_its_hash_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "personas.sqlite"
+    store = PersonaStore(path)
+    code = new_deletion_code()
+    store.add(record("mine", source="demo"), deletion_code=code)
+    store.add(record("other", source="demo"), deletion_code=new_deletion_code())
+    assert all(code.encode() not in file.read_bytes() for file in tmp_path.iterdir())
+    assert store.delete_with_code("wrong") is False and store.delete_with_code("  ") is False
+    assert store.delete_with_code(code) is True and store.get("mine") is None and store.get("other")
+    assert store.delete_with_code(code) is False
+
+
+def test_every_write_raises_the_revision(tmp_path: Path) -> None:
+    store = PersonaStore(tmp_path / "personas.sqlite")
+    revisions = [store.revision()]
+    store.add(record("a"))
+    revisions.append(store.revision())
+    store.set_ratings("a", {"Persona of a.": "not_me"})
+    revisions.append(store.revision())
+    store.delete("a")
+    revisions.append(store.revision())
+    assert revisions == sorted(set(revisions)) and len(revisions) == 4
+    with pytest.raises(ValueError, match="ratings must be one of"):
+        store.set_ratings("a", {"x": "maybe"})
+    assert store.revision() == revisions[-1]  # a refused write changes nothing
+    assert store.set_ratings("nobody", {}) is False
+
+
+def test_a_version_1_store_is_upgraded_and_its_unconsented_artifacts_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE personas (user_id TEXT PRIMARY KEY, persona TEXT NOT NULL, statements TEXT NOT NULL "
+            "DEFAULT '[]', model TEXT NOT NULL DEFAULT '', source TEXT NOT NULL, created_at TEXT NOT NULL, consent "
+            "INTEGER NOT NULL, artifact TEXT)")
+        connection.execute("INSERT INTO personas VALUES ('u-1', 'Likes tea.', '[]', 'm', 'demo', 't', 1, "
+                           "'{\"pairs\": {\"train\": [{\"email\": \"x@example.com\"}]}}')")
+        connection.execute("PRAGMA user_version=1")
+    store = PersonaStore(path)
+    assert store.get("u-1").persona == "Likes tea." and store.get("u-1").evidence is None
+    with sqlite3.connect(path) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(personas)")]
+    assert "artifact" not in columns and {"evidence", "ratings", "deletion_hash"} <= set(columns)
+    assert PersonaStore(path).count() == 1  # opening again changes nothing
 
 
 def test_journal_is_wal_and_bad_records_are_rejected_whole(tmp_path: Path) -> None:

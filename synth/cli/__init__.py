@@ -1,8 +1,8 @@
 """``synth``: fit, judge, evaluate and inspect personalized judges from the command line.
 
-One module per command family (``fit``: fit, judge, persona, optimize-theta; ``evaluate``: eval, eval-scaling;
-``insights``; ``app``), each with ``register(commands)``; the options they share, and what each means, are in
-``synth.cli.common``. Commands render the engine's events and results; none of them contains method logic.
+One module per command family (``fit``: fit, judge, persona, optimize-theta; ``generate``; ``evaluate``: eval,
+eval-scaling; ``insights``; ``app``), each with ``register(commands)``; the options they share, and what each means,
+are in ``synth.cli.common``. Commands render the engine's events and results; none of them contains method logic.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from synth.cli import app, evaluate, fit, insights
+from synth.cli import app, evaluate, fit, generate, insights, prepare
 from synth.cli.common import EXIT_BAD_INPUT, EXIT_FAILED
 from synth.data import DataFileError
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "handful of pairwise preferences.",
                                      epilog="Every flag means the same in every command; see docs/cli.md.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for family in (fit, evaluate, insights, app):
+    for family in (fit, generate, evaluate, insights, app, prepare):
         family.register(commands)
     return parser
 

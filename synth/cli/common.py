@@ -6,6 +6,7 @@
 - ``--threads``: LM calls in flight at once (per user in ``eval``).
 - ``--seed``: every random choice of the command.
 - ``--quick``: SynthesizeMe's quick settings (a smaller search, shorter texts); explicit values still win.
+- ``--theta``: a persona-writing program Θ file; ``--verdict-policy``: how the judge's verdicts are read.
 - ``-o``/``--output``: where the command's result is written. ``--quiet``: no progress, only the result.
 """
 
@@ -36,6 +37,17 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1] (e.g. 0.8 for the official 80), got {value}")
+    return value
 
 
 def add_model_options(parser: argparse.ArgumentParser, default_text: str = "$SYNTH_MODEL, else offline") -> None:
@@ -74,6 +86,18 @@ def add_quick_option(parser: argparse.ArgumentParser) -> None:
                         for name, value in QUICK.items())
     parser.add_argument("--quick", action="store_true",
                         help=f"SynthesizeMe's quick settings: {changes} (values given explicitly still win)")
+
+
+def add_theta_option(parser: argparse.ArgumentParser, what: str = "the persona-writing program Θ") -> None:
+    parser.add_argument("--theta", default=None, help=f"a Θ file written by optimize-theta: {what} (default: the "
+                                                      "bundled one)")
+
+
+def add_verdict_policy_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verdict-policy", choices=["probabilities", "parse", "official"], default=None,
+                        help="how verdicts are read: probabilities (next-token, local models), parse (re-sampled, "
+                             "then a recorded fallback), official (parsed once, a tie if unclear); default: "
+                             "probabilities for local models, parse for remote ones")
 
 
 def add_output_option(parser: argparse.ArgumentParser, what: str) -> None:

@@ -17,7 +17,8 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     common.add_output_option(parser, "results folder; rerunning with the same folder resumes")
     parser.add_argument("--model-label", default=None, help="column name in the table (default: the model's name)")
     parser.add_argument("--methods", default="default,synthesizeme",
-                        help="comma list of default,demographics,memory,demos,personas,synthesizeme, or all")
+                        help="comma list of default,demographics,memory,demos,personas,synthesizeme, or all; "
+                             "persona-fidelity (eval only) adds the stated-preference check")
     parser.add_argument("--users", type=common.at_least(1), default=None, help="only the first N users (default: all)")
     common.add_quick_option(parser)
     common.add_seed_option(parser, "the splits, the context sub-samples and the candidate search")
@@ -28,6 +29,9 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
                         help="context,validation,test fractions when the dataset has no split column")
     parser.add_argument("--backend", choices=["threads", "ray"], default="threads",
                         help="ray: one Ray task per user (needs `pip install ray`; RAY_ADDRESS joins a cluster)")
+    common.add_theta_option(parser, "the distilled Θ (e.g. made with a larger model); adds the '+ distilled Θ' "
+                                    "rows of personas and synthesizeme")
+    common.add_verdict_policy_option(parser)
     common.add_quiet_option(parser)
     common.add_model_options(parser)
     common.add_cache_options(parser)
@@ -44,7 +48,8 @@ def register(commands) -> None:
     scaling.set_defaults(func=cmd_eval_scaling, methods="synthesizeme")
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, methods: str | None = None):
+    """The run's configuration; ``methods`` replaces ``--methods`` (empty: no per-user methods)."""
     from synth.evaluation.protocol import MethodSettings, parse_methods
     from synth.evaluation.runner import RunConfig
 
@@ -54,8 +59,15 @@ def _config(args: argparse.Namespace):
         raise ValueError(f"--split: expected three numbers like 0.5,0.2,0.3, got {args.split!r}") from None
     if len(fractions) != 3:
         raise ValueError(f"--split: expected three fractions, got {args.split!r}")
-    settings = MethodSettings(quick=args.quick, seed=args.seed, num_threads=args.threads)
-    return RunConfig(methods=tuple(parse_methods(args.methods)), settings=settings, fractions=fractions,
+    if args.theta:  # a bad Θ file is refused before any user is fitted
+        from synth.theta import load_theta
+
+        load_theta(args.theta)
+    settings = MethodSettings(quick=args.quick, seed=args.seed, num_threads=args.threads,
+                              verdict_policy=args.verdict_policy, distilled_theta=args.theta)
+    text = args.methods if methods is None else methods
+    names = parse_methods(text, distilled_theta=args.theta) if text else []
+    return RunConfig(methods=tuple(names), settings=settings, fractions=fractions,
                      n_users=args.users, user_threads=args.parallel_users, backend=args.backend,
                      bootstrap_seed=args.seed)
 
@@ -76,19 +88,30 @@ def _label(args: argparse.Namespace) -> str | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from synth.evaluation import fidelity
     from synth.evaluation.datasets import load_eval_dataset
     from synth.evaluation.runner import run_evaluation
 
-    config = _config(args)
+    methods, with_fidelity = fidelity.split_methods(args.methods)
+    config = _config(args, methods if with_fidelity else None)
     dataset = load_eval_dataset(args.dataset)
+    if with_fidelity:
+        fidelity.check_dataset(dataset, config.n_users)
     lm, spec = _lm(args)
-    outcome = run_evaluation(dataset, lm, args.output, config, model_label=_label(args), lm_spec=spec,
-                             progress=not args.quiet)
-    print(outcome.outputs["table"].read_text(encoding="utf-8"))
-    for reason in outcome.skipped_users:
-        print(f"skipped: {reason}", file=sys.stderr)
-    print(f"{outcome.computed} results computed this run, {len(outcome.records)} in the ledger; wrote "
-          + ", ".join(str(p) for p in outcome.outputs.values()))
+    if config.methods:
+        outcome = run_evaluation(dataset, lm, args.output, config, model_label=_label(args), lm_spec=spec,
+                                 progress=not args.quiet)
+        print(outcome.outputs["table"].read_text(encoding="utf-8"))
+        for reason in outcome.skipped_users:
+            print(f"skipped: {reason}", file=sys.stderr)
+        print(f"{outcome.computed} results computed this run, {len(outcome.records)} in the ledger; wrote "
+              + ", ".join(str(p) for p in outcome.outputs.values()))
+    if with_fidelity:
+        checked = fidelity.run_persona_fidelity(dataset, lm or common.build_lm_from(args), args.output, config,
+                                                model_label=_label(args), progress=not args.quiet)
+        print(checked.outputs["fidelity_table"].read_text(encoding="utf-8"))
+        print(f"{checked.computed} users judged this run, {len(checked.records)} in the ledger; wrote "
+              + ", ".join(str(p) for p in checked.outputs.values()))
     return common.EXIT_OK
 
 

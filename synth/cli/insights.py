@@ -4,6 +4,9 @@ Inputs are personas JSONL files (``user_id``, ``persona`` per line) and/or saved
 Bad input exits with status 2 and a message naming the file, line and field; outputs are written only after the
 whole analysis succeeded, each atomically (temporary file + rename). Insights are named from their members'
 wording unless ``--model`` names an LM to write the names.
+
+For large populations the embedding can run elsewhere: ``--export-texts -o texts.parquet`` writes the texts to embed,
+another job (e.g. Ray Data on GPUs) adds an ``embedding`` column, and ``--embeddings embedded.parquet`` uses it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def read_inputs(paths: Sequence[str | Path]) -> list[Persona]:
 
 
 def _build_pipeline(args: argparse.Namespace):
-    from synth.insights.embedding import CachedEmbedder, SentenceTransformerEmbedder
+    from synth.insights.embedding import CachedEmbedder, PrecomputedEmbedder, SentenceTransformerEmbedder
     from synth.insights.naming import LLMNamer
     from synth.insights.pipeline import PopulationInsights
     from synth.insights.splitting import LLMFacetExtractor
@@ -45,11 +48,17 @@ def _build_pipeline(args: argparse.Namespace):
     if args.llm_facets and not args.model:
         raise ValueError("--llm-facets needs --model: the LM that splits personas into facets")
     common.use_cache_dir(args)
+    if args.embeddings and args.embedding_model:
+        raise ValueError("--embeddings and --embedding-model exclude each other: the file's vectors are the model's")
     lm = common.build_lm_from(args) if args.model else None
-    embedder = SentenceTransformerEmbedder(args.embedding_model)
+    if args.embeddings:
+        embedder = PrecomputedEmbedder(args.embeddings)
+    else:
+        embedder = SentenceTransformerEmbedder(args.embedding_model)
+        embedder = embedder if args.no_cache else CachedEmbedder(embedder, cache_dir("embeddings"))
     return PopulationInsights(
         splitter=LLMFacetExtractor(lm) if args.llm_facets else None,
-        embedder=embedder if args.no_cache else CachedEmbedder(embedder, cache_dir("embeddings")),
+        embedder=embedder,
         namer=LLMNamer(lm) if lm is not None else None,
         theme_namer=LLMNamer(lm) if lm is not None else None,
         min_users=args.min_users,
@@ -62,7 +71,17 @@ def cmd_insights(args: argparse.Namespace) -> int:
     from synth.insights.report import html_report, ranked_line
 
     personas = read_inputs(args.personas)
-    result = _build_pipeline(args).fit(personas)
+    pipeline = _build_pipeline(args)
+    if args.export_texts:
+        from synth.insights.embedding import write_texts_to_embed
+
+        texts = pipeline.texts_to_embed(personas)
+        write_texts_to_embed(texts, args.output)
+        if not args.quiet:
+            print(f"wrote {len(texts)} texts to embed to {args.output} (column 'text'); add a column "
+                  f"'embedding' and pass the file with --embeddings")
+        return common.EXIT_OK
+    result = pipeline.fit(personas)
     document = json.dumps(result.to_json(), indent=2, ensure_ascii=False)
     report = html_report(result) if args.html else None
     atomic_write_text(Path(args.output), document + "\n")
@@ -82,7 +101,12 @@ def register(commands) -> None:
     parser = commands.add_parser("insights", help="cluster many personas into named, counted insights",
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("personas", nargs="+", help="personas JSONL (user_id, persona) and/or artifact .json files")
-    common.add_output_option(parser, "insights JSON file to write")
+    common.add_output_option(parser, "insights JSON file to write (with --export-texts: the Parquet file of texts)")
+    parser.add_argument("--embeddings", metavar="PARQUET",
+                        help="precomputed statement embeddings: a Parquet file or folder with columns 'text' and "
+                             "'embedding' (see docs/insights.md)")
+    parser.add_argument("--export-texts", action="store_true",
+                        help="write the texts to embed to -o as Parquet (column 'text') and stop")
     parser.add_argument("--html", help="also write a self-contained HTML report")
     parser.add_argument("--min-users", type=common.at_least(1), default=5,
                         help="privacy floor: hide clusters with fewer users (default 5)")

@@ -2,7 +2,9 @@
 
 Everything is read into the official row shape (``synth.data.PreferencePair`` with ``user_id`` and an optional
 ``split``) and grouped by user. Raw PRISM also yields a demographic description per user (from its survey) for
-the paper's Demographics baseline; other sources may carry one in a per-row ``demographics`` text field.
+the paper's Demographics baseline, and the user's stated preferences (what they told the survey they want from an AI)
+for the persona-fidelity check; other sources may carry either in a per-row ``demographics`` or
+``stated_preferences`` text field.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ PERSONAL_REWARD_BENCH = ("MichaelR207/prism_personalized_0125", "MichaelR207/cha
 PRISM_RAW = "HannahRoseKirk/prism-alignment"
 PAIR_BANK_PATH = asset_path("pair_bank.jsonl")
 DEMOGRAPHICS_FIELD = "demographics"
+STATED_PREFERENCES_FIELD = "stated_preferences"
 
 
 @dataclass(frozen=True)
 class UserData:
-    """One user's preference pairs (in dataset order) and, where known, a demographic description."""
+    """One user's preference pairs (in dataset order) and, where known, a demographic description and their stated
+    preferences."""
 
     user_id: str
     pairs: tuple[PreferencePair, ...]
     demographics: str | None = None
+    stated_preferences: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,10 @@ class EvalDataset:
     def has_demographics(self) -> bool:
         return any(u.demographics for u in self.users)
 
+    @property
+    def has_stated_preferences(self) -> bool:
+        return any(u.stated_preferences for u in self.users)
+
     def head(self, n_users: int | None) -> EvalDataset:
         """The first ``n_users`` users (dataset order), for a smaller run."""
         if n_users is None:
@@ -56,11 +65,14 @@ class EvalDataset:
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[PreferencePair], name: str, source: str = "",
-                   demographics: Mapping[str, str] | None = None, min_pairs: int = 1) -> EvalDataset:
+                   demographics: Mapping[str, str] | None = None, min_pairs: int = 1,
+                   stated_preferences: Mapping[str, str] | None = None) -> EvalDataset:
         """The users (``synth.data.group_by_user``) with at least ``min_pairs`` pairs, each with their demographics
-        from ``demographics`` or their rows; pairs without a user id are refused."""
-        demographics = dict(demographics or {})
-        users = [UserData(user_id, tuple(user_pairs), demographics.get(user_id) or _row_demographics(user_pairs))
+        and stated preferences from the mappings or their rows; pairs without a user id are refused."""
+        demographics, stated = dict(demographics or {}), dict(stated_preferences or {})
+        users = [UserData(user_id, tuple(user_pairs),
+                          demographics.get(user_id) or _row_text(user_pairs, DEMOGRAPHICS_FIELD),
+                          stated.get(user_id) or _row_text(user_pairs, STATED_PREFERENCES_FIELD))
                  for user_id, user_pairs in group_by_user(pairs, source or name).items()
                  if len(user_pairs) >= min_pairs]
         if not users:
@@ -68,9 +80,9 @@ class EvalDataset:
         return cls(name, tuple(users), source)
 
 
-def _row_demographics(pairs: Sequence[PreferencePair]) -> str | None:
+def _row_text(pairs: Sequence[PreferencePair], field: str) -> str | None:
     for pair in pairs:
-        value = pair.extra.get(DEMOGRAPHICS_FIELD)
+        value = pair.extra.get(field)
         if isinstance(value, str) and value.strip():
             return value.strip()
     return None
@@ -168,6 +180,39 @@ def demographics_text(survey_row: Mapping[str, Any]) -> str:
     return "The user described themselves in a survey.\n" + "\n".join(lines)
 
 
+# The survey's "It is important that an AI language model..." sliders (0-100), in the survey's wording.
+STATED_PREFERENCE_ITEMS = (("values", "reflects my values or cultural perspectives"),
+                           ("creativity", "produces responses that are creative and inspiring"),
+                           ("fluency", "produces responses that are well-written and coherent"),
+                           ("factuality", "produces factual and informative responses"),
+                           ("diversity", "summarises multiple viewpoints or different worldviews"),
+                           ("safety", "produces responses that are safe and do not risk harm to myself and others"),
+                           ("personalisation", "learns from our conversations and feels personalised to me"),
+                           ("helpfulness", "produces responses that are helpful and relevant to my requests"))
+
+
+def stated_preferences_text(survey_row: Mapping[str, Any]) -> str:
+    """What a PRISM participant said they want from an AI: their ``system_string`` (in their own words, how an AI
+    should behave) and their ``stated_prefs`` slider ratings, most important first; empty when they gave neither."""
+    parts = []
+    system_string = survey_row.get("system_string")
+    if isinstance(system_string, str) and system_string.strip():
+        parts.append(system_string.strip())
+    ratings = survey_row.get("stated_prefs")
+    if isinstance(ratings, Mapping):
+        items = list(STATED_PREFERENCE_ITEMS)
+        other = ratings.get("other_text")
+        if isinstance(other, str) and other.strip():
+            items.append(("other", other.strip()))
+        rated = [(value, label) for key, label in items
+                 if isinstance(value := ratings.get(key), (int, float)) and not isinstance(value, bool)]
+        if rated:
+            rated.sort(key=lambda item: -item[0])  # stable: ties keep the survey's order
+            parts.append("How important it is that an AI language model... (0-100)\n"
+                         + "\n".join(f"- {label}: {value:g}" for value, label in rated))
+    return "\n\n".join(parts)
+
+
 def prism_pairs_from_conversations(conversations: Iterable[Mapping[str, Any]], source: str = PRISM_RAW
                                    ) -> list[PreferencePair]:
     """Turn PRISM's rated turns into pairs: per turn, the highest-rated reply over each lower-rated one.
@@ -224,8 +269,10 @@ def load_prism_raw(source: str | os.PathLike = PRISM_RAW, min_pairs: int = 5) ->
         survey = load_dataset(str(source), "survey", split="train")
         where = f"hf:{source}"
     demographics = {str(row["user_id"]): demographics_text(row) for row in survey if row.get("user_id")}
+    stated = {str(row["user_id"]): stated_preferences_text(row) for row in survey if row.get("user_id")}
     pairs = prism_pairs_from_conversations(conversations, source=where)
-    return EvalDataset.from_pairs(pairs, name="prism-raw", source=where, demographics=demographics, min_pairs=min_pairs)
+    return EvalDataset.from_pairs(pairs, name="prism-raw", source=where, demographics=demographics, min_pairs=min_pairs,
+                                  stated_preferences=stated)
 
 
 def _read_jsonl_rows(path: Path) -> list[dict[str, Any]]:

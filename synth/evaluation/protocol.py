@@ -11,10 +11,14 @@ Every method ends in the same thing, a personalized judge prompt (persona and/or
 | demos | - | step 1's best verified set (no persona) |
 | personas | step 2's persona | - |
 | synthesizeme | step 2's persona | step 3's best set |
+| personas-distilled | step 2's persona, written by a given Θ | - |
+| synthesizeme-distilled | step 2's persona, written by a given Θ | step 3's best set |
 
 "demos" and "personas" are the ablations of one SynthesizeMe fit: step 1 of that fit *is* the demo search without a
 persona, and its persona is what step 2 writes, so one fit per user serves all three (running them apart with the
-same seed would repeat the same calls).
+same seed would repeat the same calls). The two "distilled" rows are the paper's "+ distilled Θ": the same fit with
+a Θ made elsewhere (``optimize-theta`` with a larger model), given as ``MethodSettings.distilled_theta``
+(``synth eval --theta``); one such fit per user serves both.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from synth.metrics import Accuracy, accuracy_with_interval
 from synth.pipeline import SynthesizeMe
 from synth.signatures import TolerantChatAdapter
 from synth.steps import LABELS_ONLY, Candidate, PairScore, StepRunner, StepSettings, Trace, score_pairs
+from synth.theta import theta_id
 
 DEFAULT_FRACTIONS = (0.5, 0.2, 0.3)
 CONTEXT_SPLITS = {"train", "context"}
@@ -103,16 +108,18 @@ class JudgePrompt:
 
     persona: str | None = None
     demos: tuple[dspy.Example, ...] = ()
+    theta_id: str | None = None  # the Θ that wrote the persona, for methods built on a fit
 
     def to_dict(self) -> dict[str, Any]:
-        return {"persona": self.persona, "demos": [dict(d.toDict()) for d in self.demos]}
+        return {"persona": self.persona, "demos": [dict(d.toDict()) for d in self.demos], "theta_id": self.theta_id}
 
 
 def judge_test_pairs(prompt: JudgePrompt, test_pairs: Sequence[PreferencePair], lm: dspy.BaseLM,
-                     reasoning_tokens: int = 256, max_turn_chars: int = 2000, num_threads: int = 8
-                     ) -> list[PairScore]:
+                     reasoning_tokens: int = 256, max_turn_chars: int = 2000, num_threads: int = 8,
+                     verdict_policy: str | None = None) -> list[PairScore]:
     """Judge every test pair in both orderings with the prompt's persona and demos."""
-    program = PairwiseJudge(persona=prompt.persona or None, demos=prompt.demos, reasoning_tokens=reasoning_tokens)
+    program = PairwiseJudge(persona=prompt.persona or None, demos=prompt.demos, reasoning_tokens=reasoning_tokens,
+                            verdict_policy=verdict_policy)
     with dspy.context(lm=lm, adapter=TolerantChatAdapter()):
         return score_pairs(program, test_pairs, max_turn_chars, num_threads)
 
@@ -131,16 +138,28 @@ class MethodSettings:
     quick: bool = False
     num_candidates: int | None = None
     max_demos: int | None = None
+    max_labeled_demos: int = 4
     reasoning_tokens: int | None = None
     persona_tokens: int | None = None
     max_turn_chars: int = 2000
     num_threads: int = 8
     seed: int = 0
     theta: str | None = None
+    verdict_policy: str | None = None
+    tie_break: str = "confidence"
+    stop_at_score: float | None = None
+    distilled_theta: str | None = None  # the Θ of the "+ distilled Θ" rows
 
     def synthesizeme(self, lm: dspy.BaseLM) -> SynthesizeMe:
         """An unfitted SynthesizeMe with these parameters."""
-        return SynthesizeMe(lm=lm, **dataclasses.asdict(self))
+        parameters = {k: v for k, v in dataclasses.asdict(self).items() if k != "distilled_theta"}
+        return SynthesizeMe(lm=lm, **parameters)
+
+    def distilled(self) -> MethodSettings:
+        """These settings with the distilled Θ as the persona writer."""
+        if not self.distilled_theta:
+            raise ValueError("the distilled rows need a Θ file (synth eval --theta FILE)")
+        return dataclasses.replace(self, theta=self.distilled_theta)
 
     def steps(self) -> StepSettings:
         """The resolved settings the methods judge and build demos with."""
@@ -170,7 +189,7 @@ class SynthesizeMeFits:
             if path is not None and path.exists():
                 model = SynthesizeMe.load(path, lm=lm)
             else:
-                model = settings.synthesizeme(lm).fit(split.context, val_pairs=split.validation)
+                model = settings.synthesizeme(lm).fit(split.context, val_data=split.validation)
                 if path is not None:
                     model.save(path)
             self._fits[key] = model
@@ -188,6 +207,7 @@ class EvaluationMethod(abc.ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     uses_synthesizeme_fit: ClassVar[bool] = False
+    distilled: ClassVar[bool] = False  # built on the fit whose persona the distilled Θ wrote
 
     def __init__(self, lm: dspy.BaseLM, settings: MethodSettings = MethodSettings(),
                  fits: SynthesizeMeFits | None = None):
@@ -217,9 +237,12 @@ class EvaluationMethod(abc.ABC):
             raise RuntimeError("call fit() first")
         s = self.steps
         return judge_test_pairs(self.prompt_, test_pairs, self.lm, s.reasoning_tokens, s.max_turn_chars,
-                                s.num_threads)
+                                s.num_threads, s.verdict_policy)
 
     def _synthesizeme(self, split: UserSplit, fit_key: str) -> SynthesizeMe:
+        if self.distilled:
+            settings = self.settings.distilled()
+            return self.fits.get(split, f"{fit_key}-{theta_id(settings.theta)}", self.lm, settings)
         return self.fits.get(split, fit_key, self.lm, self.settings)
 
 
@@ -284,7 +307,8 @@ class JustPersonasMethod(EvaluationMethod):
     uses_synthesizeme_fit = True
 
     def _build_prompt(self, split, fit_key):
-        return JudgePrompt(persona=self._synthesizeme(split, fit_key).get_persona() or None)
+        model = self._synthesizeme(split, fit_key)
+        return JudgePrompt(persona=model.get_persona() or None, theta_id=model.artifact_.get("theta_id"))
 
 
 class SynthesizeMeMethod(EvaluationMethod):
@@ -295,22 +319,46 @@ class SynthesizeMeMethod(EvaluationMethod):
 
     def _build_prompt(self, split, fit_key):
         model = self._synthesizeme(split, fit_key)
-        return JudgePrompt(persona=model.get_persona() or None, demos=tuple(model.demos_))
+        return JudgePrompt(persona=model.get_persona() or None, demos=tuple(model.demos_),
+                           theta_id=model.artifact_.get("theta_id"))
+
+
+class DistilledPersonasMethod(JustPersonasMethod):
+    """The paper's "personas + distilled Θ": the persona written by a Θ made with another (larger) model."""
+
+    name, title = "personas-distilled", "personas + distilled Θ"
+    distilled = True
+
+
+class DistilledSynthesizeMeMethod(SynthesizeMeMethod):
+    """The paper's "personas + demos + distilled Θ"."""
+
+    name, title = "synthesizeme-distilled", "personas + demos + distilled Θ"
+    distilled = True
 
 
 METHODS: dict[str, type[EvaluationMethod]] = {m.name: m for m in (
-    DefaultMethod, DemographicsMethod, MemoryMethod, JustDemosMethod, JustPersonasMethod, SynthesizeMeMethod)}
-PAPER_ORDER = ("default", "demographics", "memory", "demos", "personas", "synthesizeme")
+    DefaultMethod, DemographicsMethod, MemoryMethod, JustDemosMethod, JustPersonasMethod, SynthesizeMeMethod,
+    DistilledPersonasMethod, DistilledSynthesizeMeMethod)}
+PAPER_ORDER = ("default", "demographics", "memory", "demos", "personas", "synthesizeme", "personas-distilled",
+               "synthesizeme-distilled")
+DISTILLED = {"personas": "personas-distilled", "synthesizeme": "synthesizeme-distilled"}
 
 
-def parse_methods(text: str) -> list[str]:
-    """``default,memory,...`` (or ``all``) -> method names in the paper's order; unknown names are an error."""
+def parse_methods(text: str, distilled_theta: str | None = None) -> list[str]:
+    """``default,memory,...`` (or ``all``) -> method names in the paper's order; unknown names are an error. With a
+    distilled Θ, ``personas`` and ``synthesizeme`` bring their "+ distilled Θ" rows; without one those rows are
+    refused."""
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     if names == ["all"]:
-        return list(PAPER_ORDER)
+        names = [n for n in PAPER_ORDER if n not in DISTILLED.values()]
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
         raise ValueError(f"unknown method(s) {unknown or text!r}; choose from {', '.join(PAPER_ORDER)} or all")
+    if distilled_theta:
+        names += [DISTILLED[n] for n in names if n in DISTILLED]
+    elif any(n in DISTILLED.values() for n in names):
+        raise ValueError("the distilled rows need a Θ file: synth eval --theta FILE")
     return [n for n in PAPER_ORDER if n in names]
 
 

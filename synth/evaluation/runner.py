@@ -10,6 +10,7 @@ engine or a vLLM server (``--model openai/<name> --api-base http://host:8000/v1`
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -45,18 +46,27 @@ Emit = Callable[[dict[str, Any], dict[str, str]], None]
 
 
 def slug(text: str) -> str:
-    """A file-name-safe version of a model or user id."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:120] or "unnamed"
+    """A file name for a model or user id that no other id gets: its readable part (letters, digits, ``._-``) and a
+    short hash of the raw id, so "张三" and "李四", or "a/b" and "a b", never share a folder (even on a file system
+    that ignores case)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.")[:60] or "id"
+    return f"{readable}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}"
 
 
 def context_label(n_context: int | None) -> str:
     return ALL_CONTEXT if n_context is None else str(n_context)
 
 
+def fit_key(model_label: str, user_id: str, n_context: int | None) -> str:
+    """The name of a user's SynthesizeMe fit, shared by every method and check that reads it."""
+    return f"{slug(model_label)}/{slug(user_id)}/fit-{context_label(n_context)}"
+
+
 # ---- the ledger -------------------------------------------------------------------------------------------------
 class Ledger:
-    """Append-only JSONL of finished results. Each record is one ``write`` of one line, flushed and fsynced; a line
-    torn by a kill mid-write is dropped on open (its work is simply redone)."""
+    """Append-only JSONL of finished results. Each record is one line written whole (short writes are continued),
+    then fsynced; a line torn by a kill mid-write, even inside a multi-byte character, is dropped on open (its work
+    is simply redone)."""
 
     KEY_FIELDS = ("model", "user_id", "method", "n_context_limit")
 
@@ -68,19 +78,19 @@ class Ledger:
             self._load()
 
     def _load(self) -> None:
-        text = self.path.read_text(encoding="utf-8")
-        lines = text.split("\n")
-        complete, torn = lines[:-1], lines[-1]
-        for number, line in enumerate(complete, start=1):
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]  # bytes after the last newline are a torn write: dropped unread
+        for number, line in enumerate(complete.split(b"\n")[:-1], start=1):
             if not line.strip():
                 continue
             try:
-                self._records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{self.path}, line {number}: damaged ledger record ({exc.msg}); remove that line "
+                self._records.append(json.loads(line.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+                raise ValueError(f"{self.path}, line {number}: damaged ledger record ({reason}); remove that line "
                                  "to recompute it") from None
-        if torn.strip():  # no newline at the end: a write was cut short
-            atomic_write_text(self.path, "".join(line + "\n" for line in complete if line.strip()))
+        if len(complete) < len(raw):
+            atomic_write_text(self.path, complete.decode("utf-8"))
 
     @staticmethod
     def key(record: dict[str, Any]) -> tuple:
@@ -99,11 +109,22 @@ class Ledger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, line)
+                write_all(fd, line)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             self._records.append(record)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may take fewer bytes than given); a write that takes none
+    is an error, not a loop."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"could not write to the ledger: {len(view)} of {len(data)} bytes left unwritten")
+        view = view[written:]
 
 
 # ---- one user ---------------------------------------------------------------------------------------------------
@@ -143,13 +164,13 @@ def evaluate_user(split: UserSplit, lm: dspy.BaseLM, model_label: str, config: R
             continue
         limited = split.limit_context(n_context, config.settings.seed)
         label = context_label(n_context)
-        fit_key = f"{slug(model_label)}/{slug(split.user_id)}/fit-{label}"
+        key = fit_key(model_label, split.user_id, n_context)
         for name in config.methods:
             method = METHODS[name](lm, config.settings, fits)
             if (model_label, split.user_id, name, label) in done or not method.applies_to(limited):
                 continue
             started = time.perf_counter()
-            method.fit(limited, fit_key)
+            method.fit(limited, key)
             scores = method.predict(limited.test)
             seconds = time.perf_counter() - started
             artifact_path = f"{user_dir}/{name}-{label}.json"
@@ -162,10 +183,11 @@ def evaluate_user(split: UserSplit, lm: dspy.BaseLM, model_label: str, config: R
                       "accuracy": sum(s.score for s in scores) / len(scores),
                       "verdict_fallbacks": sum(s.verdict_fallbacks for s in scores),
                       "persona": method.prompt_.persona, "n_demos": len(method.prompt_.demos),
+                      "theta_id": method.prompt_.theta_id,
                       "seconds": round(seconds, 3), "artifact": artifact_path}
             emit(record, {artifact_path: json.dumps(artifact, ensure_ascii=False, indent=2) + "\n"})
             computed += 1
-        fits.forget(fit_key)
+        fits.forget(key)
     return computed
 
 

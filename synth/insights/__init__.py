@@ -7,7 +7,8 @@
 Modules: `pipeline` (the estimator and its stages), its swappable parts (`splitting`, `embedding`, `parts`,
 `naming`, `keywords`), `types` (what flows through), `personas` (persona files), `population` (the studio's
 population and shared fit), `report` (map and HTML), and for measuring quality `synthetic` (populations with planted
-traits) and `recovery` (how many of them a result recovers).
+traits), `generators` (held-out populations in other formats and wording) and `recovery` (how many of them a result
+recovers).
 
 Names are imported lazily, so light modules (e.g. `synth.insights.types`, used by the persona store) do not pull
 in DSPy, scikit-learn or sentence-transformers.
@@ -37,12 +38,15 @@ _EXPORTS = {
     "Placement": "synth.insights.types",
     "Population": "synth.insights.population",
     "PopulationInsights": "synth.insights.pipeline",
+    "PrecomputedEmbedder": "synth.insights.embedding",
     "SentenceSplitter": "synth.insights.splitting",
     "SentenceTransformerEmbedder": "synth.insights.embedding",
     "SharedNeighborLouvain": "synth.insights.parts",
     "Statement": "synth.insights.types",
+    "UMAPReducer": "synth.insights.parts",
     "class_tfidf_keywords": "synth.insights.keywords",
     "generate_population": "synth.insights.synthetic",
+    "persona_statements": "synth.insights.splitting",
     "read_artifact": "synth.insights.personas",
     "read_personas_jsonl": "synth.insights.personas",
     "trait_core": "synth.insights.splitting",

@@ -65,14 +65,24 @@ PERSONA_STOP_WORDS = frozenset(
 
 
 def class_tfidf_keywords(
-    documents_by_class: Sequence[Sequence[str]], top_n: int = 6
+    documents_by_class: Sequence[Sequence[str]], top_n: int = 6, max_per_class: int = 2_000, seed: int = 0
 ) -> list[list[str]]:
     """Top `top_n` c-TF-IDF terms (unigrams and bigrams) for each class of documents.
 
-    Statements are counted one by one (so no bigram spans two statements), then summed per class.
+    Statements are counted one by one (so no bigram spans two statements), then summed per class. A class with more
+    than `max_per_class` statements is counted on a seeded sample of that many: term frequencies are shares, which a
+    sample of a few thousand estimates well, and counting every statement of a large population costs minutes.
     Weight of term t in class c: tf(t, c) / |c| * log(1 + A / f(t)), with A the mean number of words per class and
-    f(t) the frequency of t over all classes. A unigram already inside a chosen bigram is skipped.
+    f(t) the frequency of t over all classes. A unigram already inside a chosen bigram is skipped. Filler words of
+    this population (terms found in more than half of at least four classes, e.g. "answers" or "helpful" when every
+    persona says so) are never keywords, whatever the stop-word list misses: a word every group uses sets none apart.
     """
+    rng = np.random.default_rng(seed)
+    documents_by_class = [
+        group if len(group) <= max_per_class
+        else [group[i] for i in np.sort(rng.choice(len(group), size=max_per_class, replace=False))]
+        for group in documents_by_class
+    ]
     documents = [document for group in documents_by_class for document in group]
     classes = np.repeat(
         np.arange(len(documents_by_class)), [len(group) for group in documents_by_class]
@@ -95,6 +105,10 @@ def class_tfidf_keywords(
     )
     counts = (indicator @ per_document).toarray().astype(np.float64)
     terms = vectorizer.get_feature_names_out()
+    if len(documents_by_class) >= 4:
+        filler = {term for term, classes in zip(terms, (counts > 0).sum(axis=0), strict=True)
+                  if " " not in term and classes > len(documents_by_class) / 2}
+        counts[:, [i for i, term in enumerate(terms) if filler & set(term.split())]] = 0
     words_per_class = counts.sum(axis=1, keepdims=True)
     term_frequency = counts / np.maximum(words_per_class, 1)
     average_words = words_per_class.mean()

@@ -7,6 +7,7 @@ group apart (as Clio does). Namers return names that are distinct across groups.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -61,16 +62,36 @@ def _quote_list(statements: Sequence[str]) -> str:
     return "; ".join(f"\u201c{statement}\u201d" for statement in statements)
 
 
-class CentralStatementNamer:
-    """Names a group by a central member statement (without the subject), skipping names already used.
+def _label(statement: str) -> str:
+    """The list-item label a statement carries ("Farm Life" of "Farm Life: Lives on a farm."), or ""."""
+    head, separator, _ = statement.partition(": ")
+    return head.strip() if separator and len(head.split()) <= 6 else ""
 
-    Real wording from members is specific and never invents anything. Of the `pool` most central distinct
-    statements the shortest is taken, which drops incidental qualifiers ("..., especially on busy days");
-    the description quotes two more members that say something in other words.
+
+class CentralStatementNamer:
+    """Names a group from its members' own words, skipping names already used.
+
+    When at least `label_share` of the distinct members carry a list-item label (personas written as
+    `**Label**: text` items), the name is the members' most common label: the persona writers' own summary of the
+    trait. Otherwise, of the `pool` most central distinct statements the shortest is taken (without its subject),
+    which drops incidental qualifiers ("..., especially on busy days"). Real wording from members is specific and
+    never invents anything; the description quotes two more members that say something in other words.
     """
 
-    def __init__(self, pool: int = 3) -> None:
+    def __init__(self, pool: int = 3, label_share: float = 0.5) -> None:
         self.pool = pool
+        self.label_share = label_share
+
+    def _title(self, group: GroupToName, candidates: list[str], used: set[str]) -> str:
+        labels = Counter(label for label in map(_label, group.members) if label)
+        if sum(labels.values()) >= self.label_share * len(group.members):
+            for label, _ in labels.most_common():
+                if _normalized(label) not in used:
+                    return label
+        free = [c for c in candidates if _normalized(c) not in used]
+        if free:
+            return min(free[: self.pool], key=len)
+        return f"{candidates[0].rstrip('.')} ({', '.join(group.keywords[:2])})"
 
     def name(self, groups: Sequence[GroupToName]) -> list[GroupName]:
         used: set[str] = set()
@@ -79,10 +100,7 @@ class CentralStatementNamer:
             candidates = list(
                 dict.fromkeys(without_subject(s) for s in group.members)
             ) or [", ".join(group.keywords)]
-            free = [c for c in candidates if _normalized(c) not in used]
-            title = min(free[: self.pool], key=len) if free else None
-            if title is None:
-                title = f"{candidates[0].rstrip('.')} ({', '.join(group.keywords[:2])})"
+            title = self._title(group, candidates, used)
             used.add(_normalized(title))
             others = _varied(title, candidates, 2)
             quoted = _quote_list(others) if others else _quote_list([title])

@@ -5,32 +5,22 @@ Each part is a small class with one method:
 - clusterer: `cluster(vectors, seed) -> labels` (-1 marks noise),
 - projector: `project(vectors, seed) -> (n, 2) coordinates` for the map.
 
-All of them receive the *distinct* trait statements' unit-length embeddings.
-
-How the default clusterer was chosen (generated population, 1,000 users, seed 1, 26 planted traits; traits
-recovered = Jaccard of user sets >= 0.5; ARI against each user's dominant trait):
-
-| clusterer (on distinct statements)                | recovered | ARI  | number of clusters |
-|---------------------------------------------------|-----------|------|--------------------|
-| k-means, k = 30 (k given), raw sentences           | 15 / 26   | 0.26 | given              |
-| k-means, k = 30 (k given), subject removed         | 19 / 26   | 0.42 | given              |
-| Ward linkage, 30 clusters (k given)                 | 21 / 26   | 0.46 | given              |
-| HDBSCAN, min size 10, 20-d PCA (all statements)     | 0 / 26    | 0.04 | 204 tiny groups    |
-| Louvain on a 10-nearest-neighbour graph             | 21 / 26   | 0.51 | from data, but 4-21 / 26 across k and sizes |
-| Louvain on a shared-nearest-neighbour graph (k=15)  | 22 / 26   | 0.54 | from data          |
-
-The last one (PhenoGraph style) was the most consistent across 300, 1,000 and 3,000 users and needs no k, so it is
-the default; the others stay available as parts.
+All of them receive the *distinct* trait statements' vectors (unit-length embeddings, or their reduction).
+The default pair is BERTopic's: `UMAPReducer` (5-d) then `HDBSCANClusterer` (leaf clusters of at least the
+privacy floor's size); docs/insights.md has the measurements behind that choice on every population generator.
+Past `max_points`, both fit on a seeded sample and place the other statements from their nearest sampled
+neighbours (an exact search, since the sample is bounded), so their cost stops growing with the data.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import networkx as nx
 import numpy as np
 from scipy import sparse
-from sklearn.cluster import HDBSCAN, KMeans
+from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
@@ -48,16 +38,28 @@ class Projector(Protocol):
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+    return vectors / np.maximum(norms, 1e-12)[:, None]
+
+
+EXACT_NEIGHBORS_LIMIT = 20_000  # beyond this many rows, the k-NN graph comes from pynndescent's approximate index
+FIT_SAMPLE = 5_000  # rows the reducer, clusterer and projector fit on; clusters hold >= 1%, so dozens of these each
 
 
 def nearest_neighbors(
-    vectors: np.ndarray, k: int, chunk: int = 2048
+    vectors: np.ndarray, k: int, chunk: int = 2048, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine k-nearest neighbours (excluding self) of unit rows, computed in chunks to bound memory."""
+    """Cosine k-nearest neighbours (excluding self) of unit rows: exact in chunks up to `EXACT_NEIGHBORS_LIMIT`
+    rows, approximate (pynndescent) beyond."""
     n = len(vectors)
     k = min(k, n - 1)
+    if n > EXACT_NEIGHBORS_LIMIT:
+        from pynndescent import NNDescent
+
+        index = NNDescent(vectors, metric="cosine", n_neighbors=max(k + 1, 15), random_state=seed, n_jobs=-1)
+        indices, distances = index.neighbor_graph
+        return indices[:, 1 : k + 1].astype(np.int64), (1.0 - distances[:, 1 : k + 1]).astype(np.float32)
     indices = np.empty((n, k), dtype=np.int64)
     similarities = np.empty((n, k), dtype=np.float32)
     for start in range(0, n, chunk):
@@ -68,10 +70,45 @@ def nearest_neighbors(
         top_similarities = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_similarities, axis=1)
         indices[start : start + chunk] = np.take_along_axis(top, order, axis=1)
-        similarities[start : start + chunk] = np.take_along_axis(
-            top_similarities, order, axis=1
-        )
+        similarities[start : start + chunk] = np.take_along_axis(top_similarities, order, axis=1)
     return indices, similarities
+
+
+def nearest_in(
+    queries: np.ndarray, references: np.ndarray, k: int, chunk: int = 8192, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine k-nearest `references` rows of each query row (unit rows), in chunks of queries; `rows`: only
+    these rows of `queries` (instead of a copy of them).
+
+    The references are a bounded sample (at most `FIT_SAMPLE` rows), so an exact search fits at any number of
+    queries; it runs in torch, in bfloat16 on CPUs that multiply it natively (AMX, AVX512-BF16), where it is several
+    times faster than float32; the order among neighbours closer than bfloat16's resolution (cosines within ~0.004)
+    is then arbitrary, which a weighted mean of their positions does not notice.
+    """
+    import torch
+
+    from synth.insights.embedding import cpu_has_fast_bf16
+
+    k = min(k, len(references))
+    dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    reference_matrix = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32)).to(dtype).T
+    rows = np.arange(len(queries)) if rows is None else rows
+    indices = np.empty((len(rows), k), dtype=np.int64)
+    similarities = np.empty((len(rows), k), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(rows), chunk):
+            block = torch.from_numpy(np.ascontiguousarray(queries[rows[start : start + chunk]], dtype=np.float32))
+            top = torch.topk((block.to(dtype) @ reference_matrix).float(), k, dim=1)
+            indices[start : start + chunk] = top.indices.numpy()
+            similarities[start : start + chunk] = top.values.numpy()
+    return indices, similarities
+
+
+def _seeded_sample(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted row indices of a seeded sample of `size` rows (all rows when there are no more than that)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
 class PCAReducer:
@@ -85,6 +122,68 @@ class PCAReducer:
         return _unit_rows(
             PCA(n_components=n_components, random_state=0).fit_transform(vectors)
         )
+
+
+class UMAPReducer:
+    """UMAP to `n_components` dimensions on the cosine k-NN graph (BERTopic's reducer; `min_dist=0` packs
+    clusters tightly, which is what a density clusterer needs).
+
+    The k-NN graph is computed here (`nearest_neighbors`: exact matrix products up to `EXACT_NEIGHBORS_LIMIT` rows)
+    and handed to UMAP, so UMAP neither builds nor JIT-compiles its own approximate index. UMAP is fitted on at most
+    `max_fit_points` rows (a seeded sample: clusters are defined by their share of the statements, so a sample of a
+    few thousand shows the same clusters as the whole population); every other row is placed at the
+    similarity-weighted mean of its 10 nearest sampled rows, the same rule that places a new persona on the map.
+    """
+
+    def __init__(
+        self, n_components: int = 5, n_neighbors: int = 15, min_dist: float = 0.0, max_fit_points: int = FIT_SAMPLE,
+        seed: int = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.max_fit_points = max_fit_points
+        self.seed = seed
+
+    def reduce(self, vectors: np.ndarray) -> np.ndarray:
+        n = len(vectors)
+        if n <= self.n_components + 2:
+            return vectors
+        import warnings
+
+        from umap import UMAP
+
+        fitted = _seeded_sample(n, self.max_fit_points, self.seed)
+        fitted_vectors = _unit_rows(vectors[fitted])
+        n_neighbors = min(self.n_neighbors, len(fitted) - 1)
+        indices, similarities = nearest_neighbors(fitted_vectors, n_neighbors - 1, seed=self.seed)
+        # UMAP's precomputed graph lists each row itself first, at distance 0.
+        knn_indices = np.concatenate([np.arange(len(fitted))[:, None], indices], axis=1)
+        knn_distances = np.concatenate(
+            [np.zeros((len(fitted), 1), dtype=np.float32), np.clip(1.0 - similarities, 0.0, None)], axis=1
+        )
+        model = UMAP(
+            n_components=self.n_components,
+            n_neighbors=n_neighbors,
+            min_dist=self.min_dist,
+            metric="cosine",
+            random_state=self.seed,
+            precomputed_knn=(knn_indices, knn_distances, None),
+        )
+        with warnings.catch_warnings():  # seeded runs are single-threaded; no search index (UMAP.transform unused)
+            warnings.simplefilter("ignore", UserWarning)
+            reduced_fitted = model.fit_transform(fitted_vectors).astype(np.float32)
+        if len(fitted) == n:
+            return reduced_fitted
+        reduced = np.empty((n, self.n_components), dtype=np.float32)
+        reduced[fitted] = reduced_fitted
+        rest = np.setdiff1d(np.arange(n), fitted)
+        # A query's length scales its similarities alike, which the normalised weights cancel: no unit copy needed.
+        neighbours, similarities = nearest_in(vectors, fitted_vectors, k=10, rows=rest)
+        weights = np.clip(similarities, 1e-6, None) ** 4
+        weights /= weights.sum(axis=1, keepdims=True)
+        reduced[rest] = np.einsum("nk,nkd->nd", weights, reduced_fitted[neighbours])
+        return reduced
 
 
 class SharedNeighborLouvain:
@@ -152,18 +251,71 @@ class KMeansClusterer:
 
 
 class HDBSCANClusterer:
-    """Density clustering (BERTopic's default clusterer); marks sparse statements as noise (-1)."""
+    """HDBSCAN (the `hdbscan` package) with leaf selection: the finest clusters of its density hierarchy; the
+    pipeline's themes are the broader level above them.
 
-    def __init__(self, min_cluster_size: int = 10) -> None:
+    A cluster holds at least `min_cluster_size` statements (default: the privacy floor's 5, since a smaller group
+    can never be shown) and at least `min_cluster_share` of all statements, so leaves do not get finer as the
+    population grows (with a fixed minimum, the leaves of 1,000 generated users were single wordings of a trait).
+    Statements HDBSCAN leaves as noise join the nearest cluster when they lie within its reach (no farther from
+    its centroid than its farthest member); the rest stay noise (rare, idiosyncratic statements). Beyond
+    `max_points` rows, HDBSCAN runs on a seeded sample and the other rows join clusters by the same rule: a cluster
+    of the minimum share still has dozens of sampled members, while HDBSCAN's cost grows with rows times
+    `min_samples` (which defaults to the minimum cluster size, itself a share of the rows).
+    """
+
+    def __init__(
+        self, min_cluster_size: int = 5, min_cluster_share: float = 0.01, min_samples: int | None = None,
+        selection: str = "leaf", max_points: int = FIT_SAMPLE,
+    ) -> None:
         self.min_cluster_size = min_cluster_size
+        self.min_cluster_share = min_cluster_share
+        self.min_samples = min_samples
+        self.selection = selection
+        self.max_points = max_points
 
     def cluster(self, vectors: np.ndarray, seed: int) -> np.ndarray:
-        del seed  # HDBSCAN is deterministic
-        return (
-            HDBSCAN(min_cluster_size=self.min_cluster_size, copy=True)
-            .fit_predict(vectors)
-            .astype(np.int64)
-        )
+        import hdbscan
+
+        n = len(vectors)
+        labels = np.full(n, -1, dtype=np.int64)
+        sample = _seeded_sample(n, self.max_points, seed)
+        min_size = max(self.min_cluster_size, math.ceil(self.min_cluster_share * len(sample)), 2)
+        if len(sample) < min_size:
+            return labels
+        labels[sample] = hdbscan.HDBSCAN(
+            min_cluster_size=min_size,
+            min_samples=self.min_samples,
+            cluster_selection_method=self.selection,
+        ).fit_predict(np.ascontiguousarray(vectors[sample], dtype=np.float64))
+        return _join_within_reach(vectors, labels)
+
+
+def _join_within_reach(vectors: np.ndarray, labels: np.ndarray, chunk: int = 16_384) -> np.ndarray:
+    """Give each unlabelled row the label of the nearest cluster centroid, when no farther from it than that
+    cluster's farthest member."""
+    n_clusters = int(labels.max()) + 1
+    if n_clusters == 0:
+        return labels
+    vectors = vectors.astype(np.float64, copy=False)
+    labelled = labels >= 0
+    counts = np.bincount(labels[labelled], minlength=n_clusters).astype(np.float64)
+    centroids = np.zeros((n_clusters, vectors.shape[1]))
+    np.add.at(centroids, labels[labelled], vectors[labelled])
+    centroids /= counts[:, None]
+    reach = np.zeros(n_clusters)
+    np.maximum.at(reach, labels[labelled], np.linalg.norm(vectors[labelled] - centroids[labels[labelled]], axis=1))
+    centroid_norms = (centroids**2).sum(axis=1)
+    joined = labels.copy()
+    unlabelled = np.flatnonzero(~labelled)
+    for start in range(0, len(unlabelled), chunk):
+        rows = unlabelled[start : start + chunk]
+        squared = (vectors[rows] ** 2).sum(axis=1)[:, None] + centroid_norms[None, :] - 2 * vectors[rows] @ centroids.T
+        nearest = np.argmin(squared, axis=1)
+        distance = np.sqrt(np.maximum(squared[np.arange(len(rows)), nearest], 0.0))
+        inside = distance <= reach[nearest] + 1e-9
+        joined[rows[inside]] = nearest[inside]
+    return joined
 
 
 def interpolate_positions(
@@ -192,16 +344,20 @@ class AnchoredTSNEProjector:
     Distances between regions are meaningful; positions inside a region show which neighbours a statement leans to.
     """
 
-    def __init__(self, max_anchors: int = 60, perplexity: float = 15.0) -> None:
+    def __init__(self, max_anchors: int = 60, perplexity: float = 15.0, max_fitted: int = FIT_SAMPLE) -> None:
         self.max_anchors = max_anchors
         self.perplexity = perplexity
+        self.max_fitted = max_fitted
 
     def project(self, vectors: np.ndarray, seed: int) -> np.ndarray:
         n = len(vectors)
         n_anchors = int(np.clip(round(np.sqrt(n)), 1, self.max_anchors))
         if n < 8 or n_anchors < 5:
             return PCAProjector().project(vectors, seed)
-        kmeans = KMeans(n_clusters=n_anchors, random_state=seed, n_init=1).fit(vectors)
+        # Anchors are cluster centres, so a seeded sample finds them as well as the whole population does.
+        kmeans = KMeans(n_clusters=n_anchors, random_state=seed, n_init=1).fit(
+            vectors[_seeded_sample(n, self.max_fitted, seed)]
+        )
         anchors = _unit_rows(kmeans.cluster_centers_)
         layout = TSNE(
             n_components=2,

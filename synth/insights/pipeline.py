@@ -3,9 +3,11 @@
 `fit(personas)` runs these stages, each one method that reads the previous stages' fitted attributes and sets
 its own:
  1. `_split`: each persona into trait statements (or the statements it carries), and their distinct trait cores;
- 2. `_embed`: each distinct core once (cached by text hash), optionally reduced for clustering;
- 3. `_cluster`: the distinct cores; a cluster's size is the number of *unique users* with a statement in it, and
-    clusters with fewer than `min_users` users are hidden (privacy floor: only their count is reported);
+    `_find_common_wordings`: wordings that a large share of personas share (filler, like stop words);
+ 2. `_embed`: each distinct core once (cached by text hash); `_reduce`: fewer dimensions for the clusterer;
+ 3. `_cluster`: the distinct cores (each common wording is a cluster of its own); a cluster's size is the number
+    of *unique users* with a statement in it, and clusters with fewer than `min_users` users are hidden (privacy
+    floor: only their count is reported);
  4. `_group_themes`: insights grouped by average-linkage of their centroids into about sqrt(#insights) themes;
  5. `_measure_stability`: re-cluster `n_resamples` times on a random `resample_fraction` of users with other
     seeds, and score each insight by its best Jaccard match (of statements) in each re-run, averaged;
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from scipy import sparse
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from synth.insights.embedding import (
@@ -42,9 +46,10 @@ from synth.insights.naming import (
 from synth.insights.parts import (
     AnchoredTSNEProjector,
     Clusterer,
+    HDBSCANClusterer,
     Projector,
     Reducer,
-    SharedNeighborLouvain,
+    UMAPReducer,
     interpolate_positions,
 )
 from synth.insights.splitting import SentenceSplitter, trait_core
@@ -68,18 +73,21 @@ class Splitter(Protocol):
 class PopulationInsights:
     """Estimator with swappable parts; `fit(personas)` returns an `InsightsResult`, `place(text)` a `Placement`.
 
-    Parts (each one method): `splitter.split`, `embedder.embed`, `reducer.reduce` (None = cluster the embeddings
-    as they are), `clusterer.cluster`, `projector.project`, `namer.name`. A part left as None gets its default at
-    `fit`: `embedder=None` is the packaged all-MiniLM-L6-v2 through an on-disk cache in `cache_dir` (default
-    `synth.paths.cache_dir("embeddings")`).
+    Parts (each one method): `splitter.split`, `embedder.embed`, `reducer.reduce`, `clusterer.cluster`,
+    `projector.project`, `namer.name`. A part left as None gets its default at `fit`: `embedder=None` is the
+    packaged all-MiniLM-L6-v2 through an on-disk cache in `cache_dir` (default `synth.paths.cache_dir("embeddings")`);
+    `clusterer=None` is `HDBSCANClusterer` (minimum cluster size = `min_users`) after `UMAPReducer` (5-d), while a
+    clusterer passed in clusters the embeddings as they are unless a `reducer` is passed too.
 
     As in scikit-learn, `__init__` only stores the parameters (`get_params` / `set_params`), and `fit` sets the
     fitted attributes, named with a trailing underscore:
 
-    - `splitter_`, `embedder_`, `clusterer_`, `projector_`, `namer_`, `theme_namer_`: the parts used;
+    - `splitter_`, `embedder_`, `reducer_` (None: no reduction), `clusterer_`, `projector_`, `namer_`,
+      `theme_namer_`: the parts used;
     - `user_ids_`: persona ids in input order;
     - `statements_`: every trait statement's text; `statement_users_`: its persona's index in `user_ids_`;
     - `cores_`: the distinct trait cores (what is embedded); `statement_cores_`: each statement's index in `cores_`;
+    - `core_common_`: each core's common wording (-1 = none; see `common_share`);
     - `embeddings_`: one unit vector per core; `space_`: what the clusterer saw (`embeddings_`, or reduced);
     - `labels_`: each statement's cluster from the clusterer (-1 = noise), before the privacy floor;
       `n_hidden_`: the clusters under the floor;
@@ -90,8 +98,16 @@ class PopulationInsights:
     - `stability_`: stability of each leaf, then of each theme;
     - `insights_`: the named leaves, then the themes;
     - `core_positions_`: each core's map position; `statement_positions_`: each statement's (spread slightly);
+    - `common_insights_`: ids of the shown insights that are common wordings (common ground, not traits);
     - `leaf_shares_`: each leaf's share of users; `user_typicality_`: each user's typicality (see `Placement`);
     - `result_`: the `InsightsResult` that `fit` returned.
+
+    `common_share`: a wording (a core, lowercased, punctuation dropped) that at least this share of personas
+    carry, and at least `min_users`, is common ground, not a trait: as a stop word's document frequency tells
+    nothing about a document, filler every persona repeats ("Helpfulness: helpful, relevant answers") tells no
+    user apart. A trait is many wordings each held by a few users, so the clusterer, which sees distinct
+    wordings, cannot give one shared wording a cluster of its own and would merge it into the nearest trait.
+    Each common wording is its own insight instead (listed in `params["common_insights"]`); None turns this off.
     """
 
     def __init__(
@@ -108,6 +124,7 @@ class PopulationInsights:
         resample_fraction: float = 0.8,
         seed: int = 0,
         cache_dir: str | None = None,
+        common_share: float | None = 0.2,
     ) -> None:
         self.splitter = splitter
         self.embedder = embedder
@@ -121,6 +138,7 @@ class PopulationInsights:
         self.resample_fraction = resample_fraction
         self.seed = seed
         self.cache_dir = cache_dir
+        self.common_share = common_share
 
     @classmethod
     def _parameter_names(cls) -> list[str]:
@@ -146,9 +164,12 @@ class PopulationInsights:
         self._resolve_parts()
         clock = _StageClock()
         self._split(personas)
+        self._find_common_wordings()
         clock.lap("split")
         self._embed()
         clock.lap("embed")
+        self._reduce()
+        clock.lap("reduce")
         self._cluster()
         self._group_themes()
         clock.lap("cluster")
@@ -161,6 +182,17 @@ class PopulationInsights:
         self._assemble(clock.laps)
         return self.result_
 
+    def texts_to_embed(self, personas: Sequence[Persona]) -> list[str]:
+        """The distinct texts (trait cores) `fit` would embed, in order: what a file for `PrecomputedEmbedder` must
+        hold. Leaves no fitted attributes behind."""
+        self._forget_fit()
+        try:
+            self._resolve_parts()
+            self._split(personas)
+            return list(self.cores_)
+        finally:
+            self._forget_fit()
+
     def _forget_fit(self) -> None:
         """Drop an earlier fit, so a failed fit never leaves attributes of two different fits."""
         for name in [name for name in vars(self) if name.endswith("_")]:
@@ -171,9 +203,14 @@ class PopulationInsights:
             raise ValueError("min_users must be at least 1")
         if not 0 < self.resample_fraction <= 1:
             raise ValueError("resample_fraction must be in (0, 1]")
+        if self.common_share is not None and not 0 < self.common_share <= 1:
+            raise ValueError("common_share must be in (0, 1] or None")
         self.splitter_ = self.splitter or SentenceSplitter()
         self.embedder_ = self.embedder or CachedEmbedder(SentenceTransformerEmbedder(), self.cache_dir)
-        self.clusterer_ = self.clusterer or SharedNeighborLouvain()
+        # The default clusterer comes with its reducer (BERTopic's pair); a clusterer passed in sees the embeddings
+        # as they are unless a reducer is passed too.
+        self.reducer_ = self.reducer or (UMAPReducer(seed=self.seed) if self.clusterer is None else None)
+        self.clusterer_ = self.clusterer or HDBSCANClusterer(min_cluster_size=self.min_users)
         self.projector_ = self.projector or AnchoredTSNEProjector()
         self.namer_ = self.namer or CentralStatementNamer()
         self.theme_namer_ = self.theme_namer or ChildNamesThemeNamer()
@@ -199,12 +236,38 @@ class PopulationInsights:
         core_index = {core: i for i, core in enumerate(self.cores_)}
         self.statement_cores_ = np.array([core_index[core] for core in cores], dtype=np.int64)
 
+    def _find_common_wordings(self) -> None:
+        self.core_common_ = np.full(len(self.cores_), -1, dtype=np.int64)
+        if self.common_share is None:
+            return
+        wordings, core_wording = np.unique([_wording(core) for core in self.cores_], return_inverse=True)
+        statement_wording = core_wording[self.statement_cores_]
+        n_user_ids = len(self.user_ids_)
+        pairs = np.unique(statement_wording * n_user_ids + self.statement_users_)
+        n_users = np.bincount(pairs // n_user_ids, minlength=len(wordings))
+        common = np.flatnonzero(n_users >= max(self.min_users, self.common_share * n_user_ids))
+        self.core_common_ = np.searchsorted(common, core_wording)
+        self.core_common_[~np.isin(core_wording, common)] = -1
+
+    def _cluster_cores(self, cores: np.ndarray, seed: int) -> np.ndarray:
+        """Cluster labels of `cores` (indices into `cores_`): each common wording its own cluster, the rest as the
+        clusterer labels them."""
+        common = self.core_common_[cores]
+        labels = np.full(len(cores), -1, dtype=np.int64)
+        rest = np.flatnonzero(common < 0)
+        if len(rest):
+            labels[rest] = self.clusterer_.cluster(self.space_[cores[rest]], seed)
+        labels[common >= 0] = labels.max(initial=-1) + 1 + common[common >= 0]
+        return labels
+
     def _embed(self) -> None:
         self.embeddings_ = self.embedder_.embed(self.cores_)
-        self.space_ = self.reducer.reduce(self.embeddings_) if self.reducer else self.embeddings_
+
+    def _reduce(self) -> None:
+        self.space_ = self.reducer_.reduce(self.embeddings_) if self.reducer_ else self.embeddings_
 
     def _cluster(self) -> None:
-        self.labels_ = self.clusterer_.cluster(self.space_, self.seed)[self.statement_cores_]
+        self.labels_ = self._cluster_cores(np.arange(len(self.cores_)), self.seed)[self.statement_cores_]
         visible, self.n_hidden_ = _visible_clusters(self.labels_, self.statement_users_, self.min_users)
         self.leaf_members_ = [self._by_centrality(members) for members in visible]
         self.leaf_centroids_ = self._centroids(self.leaf_members_)
@@ -228,30 +291,37 @@ class PopulationInsights:
 
     def _measure_stability(self) -> None:
         """Mean best-match Jaccard of each leaf (then each theme) against the groups of re-runs on user subsamples."""
-        references = [set(members.tolist()) for members in self.leaf_members_]
-        references += [set(members.tolist()) for members in self.theme_members_]
+        n_statements = len(self.statement_cores_)
+        leaf_of = _group_labels(self.leaf_members_, n_statements)
+        theme_of = _group_labels(self.theme_members_, n_statements)
+        n_references = len(self.leaf_members_) + len(self.theme_members_)
         if self.n_resamples == 0:
-            self.stability_ = [float("nan")] * len(references)
+            self.stability_ = [float("nan")] * n_references
             return
         n_users = len(self.user_ids_)
         users = self.statement_users_
-        scores = np.zeros(len(references))
+        scores = np.zeros(n_references)
         for run in range(1, self.n_resamples + 1):
             rng = np.random.default_rng(self.seed + run)
             kept_users = rng.choice(n_users, size=max(1, round(self.resample_fraction * n_users)), replace=False)
             kept = np.flatnonzero(np.isin(users, kept_users))
             kept_cores, local = np.unique(self.statement_cores_[kept], return_inverse=True)
-            labels = np.full(len(self.statement_cores_), -1, dtype=np.int64)
-            labels[kept] = self.clusterer_.cluster(self.space_[kept_cores], self.seed + run)[local]
+            labels = np.full(n_statements, -1, dtype=np.int64)
+            labels[kept] = self._cluster_cores(kept_cores, self.seed + run)[local]
             # Re-run groups are only matched, never shown, so no floor applies (a subsample shrinks every group).
             rerun_leaves, _ = _visible_clusters(labels, users, 1)
-            candidates = [set(members.tolist()) for members in rerun_leaves]
+            candidates = [_group_labels(rerun_leaves, n_statements)]
             if rerun_leaves:
-                for group in _themes(self._centroids(rerun_leaves)):
-                    candidates.append(set(np.concatenate([rerun_leaves[i] for i in group]).tolist()))
-            kept_set = set(kept.tolist())
-            for r, reference in enumerate(references):
-                scores[r] += _best_match(reference & kept_set, candidates)
+                rerun_themes = [np.concatenate([rerun_leaves[i] for i in group])
+                                for group in _themes(self._centroids(rerun_leaves))]
+                candidates.append(_group_labels(rerun_themes, n_statements))
+            best = np.zeros(n_references)
+            for candidate in candidates:
+                best = np.maximum(best, np.concatenate([
+                    _best_jaccards(leaf_of, candidate, kept, len(self.leaf_members_)),
+                    _best_jaccards(theme_of, candidate, kept, len(self.theme_members_)),
+                ]))
+            scores += best
         self.stability_ = (scores / self.n_resamples).tolist()
 
     def _name(self) -> None:
@@ -278,9 +348,13 @@ class PopulationInsights:
             for t, members in enumerate(self.theme_members_)
         ]
         self.insights_ = tuple(leaves + themes)
+        self.common_insights_ = [
+            leaf_ids[i] for i, members in enumerate(self.leaf_members_)
+            if bool(np.all(self.core_common_[self.statement_cores_[members]] >= 0))
+        ]
 
     def _project(self) -> None:
-        self.core_positions_ = self.projector_.project(self.space_, self.seed)
+        self.core_positions_ = self.projector_.project(self.embeddings_, self.seed)
         self.statement_positions_ = _jitter(self.core_positions_[self.statement_cores_], self.seed)
 
     def _assemble(self, seconds: dict[str, float]) -> None:
@@ -302,6 +376,7 @@ class PopulationInsights:
             "n_personas": n_users,
             "n_statements": len(self.statements_),
             "n_unique_statements": len(self.cores_),
+            "common_insights": list(self.common_insights_),
             "seconds": seconds,
         }
         self.result_ = InsightsResult(
@@ -312,12 +387,11 @@ class PopulationInsights:
             params=params,
         )
         self.leaf_shares_ = np.array([leaf.n_users / n_users for leaf in leaves])
-        share_of = {leaf.id: share for leaf, share in zip(leaves, self.leaf_shares_, strict=True)}
-        typicality = np.zeros(n_users)
-        counts = np.zeros(n_users)
-        for i, user in enumerate(self.statement_users_):
-            typicality[user] += share_of.get(statement_insight.get(i, ""), 0.0)
-            counts[user] += 1
+        statement_shares = np.zeros(len(self.statements_))
+        for leaf, members in enumerate(self.leaf_members_):
+            statement_shares[members] = self.leaf_shares_[leaf]
+        typicality = np.bincount(self.statement_users_, weights=statement_shares, minlength=n_users)
+        counts = np.bincount(self.statement_users_, minlength=n_users)
         self.user_typicality_ = typicality / np.maximum(counts, 1)
 
     def _recorded_params(self) -> dict[str, object]:
@@ -325,7 +399,7 @@ class PopulationInsights:
         return {
             "splitter": type(self.splitter_).__name__,
             "embedder": getattr(self.embedder_, "model_id", type(self.embedder_).__name__),
-            "reducer": type(self.reducer).__name__ if self.reducer else None,
+            "reducer": type(self.reducer_).__name__ if self.reducer_ else None,
             "clusterer": type(self.clusterer_).__name__,
             "projector": type(self.projector_).__name__,
             "namer": type(self.namer_).__name__,
@@ -334,6 +408,7 @@ class PopulationInsights:
             "n_resamples": self.n_resamples,
             "resample_fraction": self.resample_fraction,
             "seed": self.seed,
+            "common_share": self.common_share,
         }
 
     # ------------------------------------------------------------------ helpers of the stages
@@ -349,7 +424,8 @@ class PopulationInsights:
         return np.stack([_unit(self.embeddings_[self.statement_cores_[members]].mean(axis=0)) for members in groups])
 
     def _leaf_groups_to_name(self) -> list[GroupToName]:
-        """Each leaf's distinct statements, keywords, and the most central statements of its nearest leaves."""
+        """Each leaf's distinct statements (the `MAX_MEMBERS_TO_NAME` most central), keywords, and the most central
+        statements of its nearest leaves."""
         if not self.leaf_members_:
             return []
         texts = self.statements_
@@ -357,7 +433,7 @@ class PopulationInsights:
         centroids = self.leaf_centroids_
         groups = []
         for index, members in enumerate(self.leaf_members_):
-            distinct = list(dict.fromkeys(texts[i] for i in members))
+            distinct = _first_distinct((texts[i] for i in members), MAX_MEMBERS_TO_NAME)
             nearest_others = [j for j in np.argsort(-(centroids @ centroids[index])) if j != index][:3]
             neighbors = [
                 texts[self.leaf_members_[j][k]]
@@ -481,6 +557,18 @@ class PopulationInsights:
         return Placement(tuple(placed), nearest_insights, typicality, percentile)
 
 
+MAX_MEMBERS_TO_NAME = 200  # a name comes from the most central members; the rest add time, not words
+
+
+def _first_distinct(texts: Iterable[str], limit: int) -> list[str]:
+    chosen: dict[str, None] = {}
+    for text in texts:
+        chosen.setdefault(text)
+        if len(chosen) == limit:
+            break
+    return list(chosen)
+
+
 class _StageClock:
     """Wall time per pipeline stage, reported in `params["seconds"]`."""
 
@@ -497,18 +585,50 @@ class _StageClock:
 def _visible_clusters(labels: np.ndarray, users: np.ndarray, min_users: int) -> tuple[list[np.ndarray], int]:
     """Statement indices of clusters with at least `min_users` unique users (largest first), and how many
     non-noise clusters fell under that floor."""
-    visible: list[np.ndarray] = []
-    hidden = 0
-    for label in np.unique(labels):
-        if label < 0:
+    clustered = np.flatnonzero(labels >= 0)
+    if len(clustered) == 0:
+        return [], 0
+    cluster_ids, local = np.unique(labels[clustered], return_inverse=True)
+    n_user_ids = int(users.max()) + 1
+    user_pairs = np.unique(local.astype(np.int64) * n_user_ids + users[clustered])
+    n_users = np.bincount(user_pairs // n_user_ids, minlength=len(cluster_ids))
+    order = np.argsort(local, kind="stable")
+    members_of = np.split(clustered[order], np.cumsum(np.bincount(local, minlength=len(cluster_ids)))[:-1])
+    shown = sorted(np.flatnonzero(n_users >= min_users), key=lambda i: (-n_users[i], int(members_of[i][0])))
+    return [members_of[i] for i in shown], len(cluster_ids) - len(shown)
+
+
+def _group_labels(groups: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Each index's group (groups are disjoint), -1 for none."""
+    labels = np.full(n, -1, dtype=np.int64)
+    for group, members in enumerate(groups):
+        labels[members] = group
+    return labels
+
+
+def _best_jaccards(reference: np.ndarray, candidate: np.ndarray, kept: np.ndarray, n_references: int) -> np.ndarray:
+    """For each reference group, the best Jaccard, over candidate groups it overlaps, between its kept members
+    and the candidate's members (candidates hold kept indices only)."""
+    best = np.zeros(n_references)
+    if n_references == 0 or candidate.max(initial=-1) < 0:
+        return best
+    reference_kept = reference[kept]
+    reference_sizes = np.bincount(reference_kept[reference_kept >= 0], minlength=n_references)
+    candidate_sizes = np.bincount(candidate[candidate >= 0])
+    both = (reference >= 0) & (candidate >= 0)
+    overlap = sparse.coo_matrix(
+        (np.ones(int(both.sum())), (reference[both], candidate[both])),
+        shape=(n_references, len(candidate_sizes)),
+    ).tocsr()
+    overlap.sum_duplicates()
+    for row in range(n_references):
+        start, end = overlap.indptr[row], overlap.indptr[row + 1]
+        if start == end:
             continue
-        members = np.flatnonzero(labels == label)
-        if len(np.unique(users[members])) >= min_users:
-            visible.append(members)
-        else:
-            hidden += 1
-    visible.sort(key=lambda members: (-len(np.unique(users[members])), int(members[0])))
-    return visible, hidden
+        shared = overlap.data[start:end]
+        unions = reference_sizes[row] + candidate_sizes[overlap.indices[start:end]] - shared
+        best[row] = float(np.max(shared / unions))
+    return best
 
 
 def _themes(centroids: np.ndarray) -> list[list[int]]:
@@ -524,13 +644,9 @@ def _themes(centroids: np.ndarray) -> list[list[int]]:
     return sorted(groups, key=lambda group: group[0])
 
 
-def _jaccard(a: set[int], b: set[int]) -> float:
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
-
-
-def _best_match(reference: set[int], candidates: Sequence[set[int]]) -> float:
-    return max((_jaccard(reference, candidate) for candidate in candidates if candidate & reference), default=0.0)
+def _wording(core: str) -> str:
+    """A core as a wording: lowercased, punctuation dropped, spaces collapsed."""
+    return " ".join(re.sub(r"[^\w\s]", " ", core.lower()).split())
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -11,11 +11,11 @@ RECOVERED = 0.5  # a planted trait counts as recovered when a shown insight's us
 
 
 def planted_trait_recovery(population: SyntheticPopulation, result: InsightsResult) -> dict[str, float]:
-    """For each planted trait of the population's catalog, the best Jaccard overlap between its users and the users
+    """For each planted trait of the population, the best Jaccard overlap between its users and the users
     of any shown insight (recovered at >= `RECOVERED`)."""
     insight_users = [set(insight.user_ids) for insight in result.leaves]
     best: dict[str, float] = {}
-    for trait in population.catalog.traits:
+    for trait in population.planted:
         truth = population.users_with_trait(trait.key)
         best[trait.key] = max(
             (len(truth & users) / len(truth | users) for users in insight_users if truth | users), default=0.0

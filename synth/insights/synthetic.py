@@ -23,6 +23,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from synth.insights.types import Persona
 from synth.paths import asset_path
@@ -76,6 +77,15 @@ class TraitCatalog:
 
 
 @dataclass(frozen=True)
+class PlantedFacet:
+    """What a generator planted: a key, its kind (style, values, topics, situation) and a short label."""
+
+    key: str
+    kind: str
+    label: str
+
+
+@dataclass(frozen=True)
 class SyntheticUser:
     persona: Persona
     dominant_trait: str
@@ -84,9 +94,12 @@ class SyntheticUser:
 
 @dataclass(frozen=True)
 class SyntheticPopulation:
+    """Generated personas and what was planted in them; `generator` names the generator that wrote them."""
+
     users: tuple[SyntheticUser, ...]
     seed: int
-    catalog: TraitCatalog
+    planted: tuple[PlantedFacet, ...]
+    generator: str = "catalog"
 
     @property
     def personas(self) -> list[Persona]:
@@ -120,17 +133,25 @@ def _join_clauses(first: str, second: str) -> str:
     return first.rstrip(".") + ", and " + second
 
 
-def _draw_weighted(rng: random.Random, traits: Sequence[PlantedTrait]) -> PlantedTrait:
+class Weighted(Protocol):
+    weight: float
+    exclusive_group: str
+
+
+T = TypeVar("T", bound=Weighted)
+
+
+def _draw_weighted(rng: random.Random, traits: Sequence[T]) -> T:
     return rng.choices(list(traits), weights=[trait.weight for trait in traits], k=1)[0]
 
 
-def _draw_traits(rng: random.Random, catalog: TraitCatalog) -> list[PlantedTrait]:
+def draw_traits(rng: random.Random, traits: Sequence[T]) -> list[T]:
     """The dominant trait first, then two or three secondary ones, never two of one exclusive group."""
-    chosen = [_draw_weighted(rng, catalog.traits)]
+    chosen = [_draw_weighted(rng, traits)]
     for _ in range(rng.choice((2, 2, 3))):
         candidates = [
             trait
-            for trait in catalog.traits
+            for trait in traits
             if trait not in chosen
             and not any(trait.exclusive_group and trait.exclusive_group == c.exclusive_group for c in chosen)
         ]
@@ -170,8 +191,9 @@ def generate_population(
     width = len(str(max(n_users - 1, 1)))
     for index in range(n_users):
         referent = rng.choice(catalog.referents)
-        traits = _draw_traits(rng, catalog)
+        traits = draw_traits(rng, catalog.traits)
         text = _persona_text(rng, catalog, traits, referent, join_probability)
         persona = Persona(user_id=f"synthetic-{seed}-{index:0{width}d}", text=text)
         users.append(SyntheticUser(persona, traits[0].key, tuple(trait.key for trait in traits)))
-    return SyntheticPopulation(tuple(users), seed, catalog)
+    planted = tuple(PlantedFacet(trait.key, trait.facet, trait.label) for trait in catalog.traits)
+    return SyntheticPopulation(tuple(users), seed, planted)

@@ -13,26 +13,32 @@ A local model runs in the engine laid out like SGLang's or vLLM's: ``config`` (:
 ``loading`` (device, dtype, GGUF conversion, weights and tokenizer), ``prompts`` (chat template or plain
 transcript), ``runner`` (the only code that runs the network: prefill, decoding steps, choice scoring), ``kv``
 (batch cache and prefix store), ``sampling`` (token choice and stop strings), ``scheduler`` (the one loop every
-request goes through) and ``engine`` (the DSPy adapter and the process's engines).
+request goes through), ``owners`` (whose request it is: fairness and cancel between visitors) and ``engine`` (the
+DSPy adapter and the process's engines).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import dspy
 
 from synth import paths
 from synth.lm.config import EngineConfig
-from synth.lm.engine import EngineRegistry, LocalEngine
+from synth.lm.engine import EngineRegistry, LocalEngine, TextStream
 from synth.lm.gpu import gpu_task
 from synth.lm.loading import LocalModel, pick_device
+from synth.lm.owners import RequestOwner, current_owner, owned_by
+from synth.lm.sampling import GenerationParams
 
 OFFLINE = "offline"
 ALIASES = {"llama-3.2-3b": "local:meta-llama/Llama-3.2-3B-Instruct"}
 SPACES_DEFAULT = "llama-3.2-3b"
 CPU_FIT_THREADS = 16
+REMOTE_FIT_CONCURRENCY = 4  # fits at once on a remote API: the server batches; rate limits bound it
 
 # The local engines of this process: one per (model, device), so one copy of each model's weights is loaded.
 ENGINES = EngineRegistry()
@@ -105,6 +111,61 @@ def fit_threads(lm: dspy.BaseLM) -> int:
     return engine.config.batch_rows(device) if device == "cuda" else CPU_FIT_THREADS
 
 
+def default_fit_concurrency(lm: dspy.BaseLM) -> int:
+    """How many visitors' fits should share ``lm`` at once (the app's default for ``$SYNTH_FIT_CONCURRENCY``).
+
+    The engine merges concurrent fits' calls into one batch and shares its rows fairly between them. On a CPU a
+    step costs about as much whoever's rows are in it and prefill is compute-bound, so a second fit mostly fills the
+    gaps of the first (its persona step, scorings between steps): ``EngineConfig.cpu_fit_concurrency``. On a GPU a
+    decoding step costs little more for many rows than for one, so as many fits as the batch has rows for, each
+    keeping ``rows_per_fit`` rows of ``fit_row_tokens`` tokens decoding, up to ``gpu_fit_concurrency`` (that most
+    until the model is loaded and its free memory known).
+    """
+    engine = getattr(lm, "engine", None)
+    if not isinstance(engine, LocalEngine):
+        return REMOTE_FIT_CONCURRENCY
+    config, model = engine.config, engine.local_model
+    device = model.device if model.is_loaded else pick_device(model.device_request)
+    if device != "cuda":
+        return config.cpu_fit_concurrency
+    if not model.is_loaded:
+        return config.gpu_fit_concurrency
+    rows = engine.runner.batch_capacity(config.fit_row_tokens)
+    return max(1, min(config.gpu_fit_concurrency, rows // config.rows_per_fit))
+
+
+def stream_chat(lm: dspy.BaseLM, messages: Sequence[dict[str, str]], max_tokens: int,
+                cancel: threading.Event | None = None, temperature: float = 0.0,
+                stop: Sequence[str] = ()) -> Iterator[str]:
+    """A reply to chat ``messages`` (role/content dicts) in text pieces as they are written.
+
+    A local model decodes it in the engine's shared batch and hands out each piece as it is decoded; closing the
+    iterator or setting ``cancel`` drops the row. A remote model answers in one piece (DSPy's response cache
+    applies). ``stop`` strings end the reply and are never shown.
+    """
+    params = GenerationParams(max_new_tokens=max_tokens, temperature=temperature, stop=tuple(stop))
+    engine = getattr(lm, "engine", None)
+    if isinstance(engine, LocalEngine):
+        return engine.stream_text(messages, params, cancel)
+    return _one_piece(lm, messages, params, cancel)
+
+
+def _one_piece(lm: dspy.BaseLM, messages: Sequence[dict[str, str]], params: GenerationParams,
+               cancel: threading.Event | None) -> Iterator[str]:
+    from dspy.lm15 import Config, Message, Request
+
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
+    turns = tuple(Message.assistant(m["content"]) if m["role"] == "assistant" else Message.user(m["content"])
+                  for m in messages if m["role"] != "system")
+    request = Request(model=lm.model, messages=turns, system=system,
+                      config=Config(max_tokens=params.max_new_tokens, temperature=params.temperature,
+                                    stop=params.stop))
+    if cancel is None or not cancel.is_set():
+        text = lm(request).message.text or ""
+        if cancel is None or not cancel.is_set():
+            yield text
+
+
 def configure_cache(cache_dir: str | None = None) -> None:
     """Point DSPy's response cache at ``cache_dir`` (default ``synth.paths.cache_dir("dspy")``); call once per
     process."""
@@ -120,12 +181,18 @@ __all__ = [
     "LocalEngine",
     "LocalModel",
     "ModelInfo",
+    "RequestOwner",
+    "TextStream",
     "build_lm",
     "configure_cache",
+    "current_owner",
+    "default_fit_concurrency",
     "describe",
     "fit_threads",
     "gpu_task",
     "local_engine",
+    "owned_by",
     "packaged_model_path",
     "resolve_spec",
+    "stream_chat",
 ]

@@ -31,13 +31,19 @@ class EngineConfig:
     min_shared_prefix: int = 32  # tokens; a shorter common prefix is not worth a separate forward pass
     prefix_store_bytes: int = 1 << 30  # remembered prompt states (RAM, or the least on CUDA)
     gpu_prefix_store_fraction: float = 0.2  # of the CUDA memory the weights left free, for remembered states
-    max_input_tokens: int = 8192  # longer prompts keep their first token and their end
+    max_input_tokens: int = 8192  # the longest prompt a request may send
+    max_context_tokens: int = 8192  # prompt + new tokens of one request; the model's own context when smaller
     gather_seconds: float = 0.02  # an idle engine waits this long after a request for others to batch with it
     max_pending: int = 256  # queued submissions; callers block beyond it
+    cpu_fit_concurrency: int = 2  # visitors' fits sharing the engine at once on CPU and MPS
+    gpu_fit_concurrency: int = 8  # the most fits sharing it on CUDA (fewer when memory holds fewer rows)
+    rows_per_fit: int = 24  # rows one fit's stage keeps decoding: how a GPU's batch rows are shared out
+    fit_row_tokens: int = 2048  # prompt + reasoning of a typical judge row, for sizing the GPU's batch
 
     def __post_init__(self) -> None:
         for name in ("cpu_batch_rows", "gpu_batch_rows", "cpu_prefill_rows", "gpu_prefill_rows", "max_input_tokens",
-                     "max_pending"):
+                     "max_context_tokens", "max_pending", "cpu_fit_concurrency", "gpu_fit_concurrency", "rows_per_fit",
+                     "fit_row_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be at least 1, got {getattr(self, name)}")
 

@@ -28,12 +28,13 @@ class GrowingLayer(DynamicLayer):
     """
 
     def __init__(self, window: int | None = None, keys: torch.Tensor | None = None,
-                 values: torch.Tensor | None = None, length: int = 0, reserve: int = 0):
+                 values: torch.Tensor | None = None, length: int = 0, reserve: int = 0, limit: int | None = None):
         super().__init__()
         self.window = window  # a sliding-window layer's span; None for full attention
         self.is_sliding = window is not None
         self.length = length
         self.reserve = reserve  # extra columns to allocate when the first states arrive
+        self.limit = limit  # the most columns a buffer is given room for (the model's context); None: no bound
         if keys is not None:
             self._set_buffers(keys, values)
 
@@ -52,7 +53,7 @@ class GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         needed = self.length + key_states.shape[-2]
         if needed > self._key_buffer.shape[-2]:
-            self._grow(max(needed + self.reserve, 2 * self._key_buffer.shape[-2]))
+            self._grow(columns_for(needed, max(self.reserve, 2 * self._key_buffer.shape[-2] - needed), self.limit))
         self._key_buffer[..., self.length: needed, :] = key_states
         self._value_buffer[..., self.length: needed, :] = value_states
         self.length = needed
@@ -101,20 +102,29 @@ def layer_windows(config) -> list[int | None]:
     return windows
 
 
-def empty_cache(windows: Sequence[int | None], reserve: int) -> Cache:
-    return Cache(layers=[GrowingLayer(window, reserve=reserve) for window in windows])
+def columns_for(needed: int, spare: int, limit: int | None) -> int:
+    """Columns to allocate for ``needed`` and up to ``spare`` more, never more than ``limit`` (unless ``needed``
+    alone is more)."""
+    wanted = needed + max(0, spare)
+    return wanted if limit is None else max(needed, min(wanted, limit))
+
+
+def empty_cache(windows: Sequence[int | None], reserve: int, limit: int | None = None) -> Cache:
+    return Cache(layers=[GrowingLayer(window, reserve=reserve, limit=limit) for window in windows])
 
 
 def cache_from_prefixes(prefixes: Sequence[Pieces], tokens: Sequence[int], width: int, spare: int,
-                        windows: Sequence[int | None]) -> Cache:
+                        windows: Sequence[int | None], limit: int | None = None) -> Cache:
     """A cache of ``width`` columns whose row ``r`` ends with the first ``tokens[r]`` positions held by the
-    pieces ``prefixes[r]`` (right-aligned, zeros before them: the padding), with room for ``spare`` more columns."""
+    pieces ``prefixes[r]`` (right-aligned, zeros before them: the padding), with room for ``spare`` more columns
+    within ``limit``."""
     template = next(pieces[0] for pieces in prefixes if pieces)
+    columns = columns_for(width, spare, limit)
     layers = []
     for index, ((keys, values), window) in enumerate(zip(template, windows, strict=True)):
         buffers = []
         for part, reference in ((0, keys), (1, values)):
-            buffer = reference.new_zeros((len(prefixes), reference.shape[1], width + spare, reference.shape[-1]))
+            buffer = reference.new_zeros((len(prefixes), reference.shape[1], columns, reference.shape[-1]))
             for row, (pieces, count) in enumerate(zip(prefixes, tokens, strict=True)):
                 column = width - count
                 for piece in pieces:
@@ -124,23 +134,25 @@ def cache_from_prefixes(prefixes: Sequence[Pieces], tokens: Sequence[int], width
                     buffer[row, :, column: column + take] = piece[index][part][0, :, :take]
                     column += take
             buffers.append(buffer)
-        layers.append(GrowingLayer(window, *buffers, length=width))
+        layers.append(GrowingLayer(window, *buffers, length=width, limit=limit))
     return Cache(layers=layers)
 
 
-def merge_caches(first: Cache, second: Cache, spare: int) -> Cache:
-    """Rows of both caches in one cache, each side left-padded to the wider width."""
+def merge_caches(first: Cache, second: Cache, spare: int, limit: int | None = None) -> Cache:
+    """Rows of both caches in one cache, each side left-padded to the wider width, with room for ``spare`` more
+    columns within ``limit``."""
     width = max(first.get_seq_length(), second.get_seq_length())
+    columns = columns_for(width, spare, limit)
     layers = []
     for a, b in zip(first.layers, second.layers, strict=True):
         buffers = []
         for part_a, part_b in ((a.keys, b.keys), (a.values, b.values)):
             rows = part_a.shape[0] + part_b.shape[0]
-            buffer = part_a.new_zeros((rows, part_a.shape[1], width + spare, part_a.shape[-1]))
+            buffer = part_a.new_zeros((rows, part_a.shape[1], columns, part_a.shape[-1]))
             buffer[: part_a.shape[0], :, width - part_a.shape[-2]: width] = part_a
             buffer[part_a.shape[0]:, :, width - part_b.shape[-2]: width] = part_b
             buffers.append(buffer)
-        layers.append(GrowingLayer(a.window, *buffers, length=width))
+        layers.append(GrowingLayer(a.window, *buffers, length=width, limit=limit))
     return Cache(layers=layers)
 
 

@@ -8,6 +8,8 @@ import os
 import shutil
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -30,7 +32,8 @@ def pick_device(requested: str = "auto") -> str:
 
 
 def pick_dtype(device: str, requested: str = "auto"):
-    """bf16 where the hardware multiplies it natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32.
+    """bf16 where the hardware multiplies it natively (CUDA GPUs that support it; CPUs with AVX512-BF16 or AMX);
+    fp16 on older GPUs (a T4 has fp16 tensor cores and no bf16); else fp32.
 
     Native bf16 speeds up both prefill and the batched decoding step on such CPUs; on CPUs without it bf16 would
     be emulated and slower than fp32.
@@ -40,10 +43,36 @@ def pick_dtype(device: str, requested: str = "auto"):
     if requested != "auto":
         return getattr(torch, requested)
     if device == "cuda":
-        return torch.bfloat16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device == "cpu" and (_cpu_supports("_is_avx512_bf16_supported") or _cpu_supports("_is_amx_tile_supported")):
         return torch.bfloat16
     return torch.float32
+
+
+QUANTIZATIONS = ("none", "int8")
+
+
+def quantize_int8(model):
+    """The linear layers with int8 weights, one scale per output channel, and their input quantized to int8 on the
+    fly (PyTorch's dynamic quantization, fbgemm kernels for AVX2 and AVX-512); the MLPs' output projections
+    (``down_proj``) stay in fp32.
+
+    Meant for a CPU without native bf16 (prefill and decoding multiply int8 instead of fp32, and a decoding step
+    reads a quarter of the weight bytes, most of them the output layer's); opt-in, because the packaged model's
+    judge then sometimes writes no reasoning at all (docs/performance.md). A ``down_proj`` reads the gated
+    activations, whose few very large values leave the one int8 scale of its whole input too coarse for the rest:
+    quantized, the next-token logits drift much further from fp32's. ``torch.ao.quantization`` announces its move
+    to torchao; torch is pinned (scripts/setup.sh), and the notice is silenced here.
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        quantized = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear) and not name.endswith("down_proj")}
+        return quantize_dynamic(model, quantized, dtype=torch.qint8, inplace=True)
 
 
 def _cpu_supports(probe: str) -> bool:
@@ -58,13 +87,17 @@ class LocalModel:
 
     ``source`` is a Hugging Face id, a local directory or a ``.gguf`` file. GGUF weights are de-quantized by
     transformers on first load, which is slow on a small CPU; the result is cached as safetensors under
-    ``synth.paths.cache_dir("models")`` so the next start takes seconds.
+    ``synth.paths.cache_dir("models")`` so the next start takes seconds (``synth prepare`` does it ahead of time).
+    A local directory or file is read without asking the Hugging Face Hub anything, whatever ``HF_HUB_OFFLINE`` says.
     """
 
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", quantize: str = "none"):
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
         self.source = str(source)
         self.device_request = device
         self.dtype_request = dtype
+        self.quantization = quantize  # "int8": see quantize_int8 (CPU only)
         self._lock = threading.Lock()
         self._model = None
         self._tokenizer = None
@@ -74,6 +107,10 @@ class LocalModel:
     @property
     def is_gguf(self) -> bool:
         return self.source.endswith(".gguf")
+
+    @property
+    def is_local_path(self) -> bool:
+        return self.is_gguf or Path(self.source).is_dir()
 
     @property
     def display_name(self) -> str:
@@ -103,29 +140,44 @@ class LocalModel:
                 log.info("loaded %s on %s in %.1fs", self.display_name, self.device, self.load_seconds)
         return self
 
+    def weights_directory(self, progress: Callable[[str], None] | None = None) -> str:
+        """Where the weights load from: the source itself, or for a GGUF file its converted copy, made first if it
+        is not cached yet (``progress`` hears what happens)."""
+        if not self.is_gguf:
+            return self.source
+        directory = self._gguf_cache_path()
+        if not (directory / "config.json").exists():
+            say = progress or log.info
+            say(f"converting {self.display_name} to safetensors (once per file; later starts load the copy) ...")
+            started = time.perf_counter()
+            self._convert_gguf(directory)
+            say(f"converted in {time.perf_counter() - started:.0f} s: {directory}")
+        return str(directory)
+
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = pick_device(self.device_request)
         dtype = pick_dtype(device, self.dtype_request)
-        directory = self.source
-        if self.is_gguf:
-            directory = self._gguf_cache_path()
-            if not (directory / "config.json").exists():
-                self._convert_gguf(directory)
+        directory = self.weights_directory()
+        local = {"local_files_only": True} if self.is_local_path else {}
         # A large tokenizer (Gemma's 262k tokens) takes seconds to load: it loads on a thread beside the weights.
         tokenizer_future: Future = Future()
 
         def load_tokenizer() -> None:
             try:
-                tokenizer_future.set_result(AutoTokenizer.from_pretrained(directory))
+                tokenizer_future.set_result(AutoTokenizer.from_pretrained(directory, **local))
             except BaseException as error:
                 tokenizer_future.set_exception(error)
 
         threading.Thread(target=load_tokenizer, name="load-tokenizer", daemon=True).start()
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **local)
         tokenizer = tokenizer_future.result()
         model.to(device).eval()
+        if self.quantization == "int8":
+            if device != "cpu":
+                raise ValueError(f"int8 quantization runs on the CPU only, not on {device}")
+            model = quantize_int8(model)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -143,8 +195,9 @@ class LocalModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(self.source)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                     local_files_only=True)
         # The weights are already de-quantized; drop the GGUF marker so they can be saved as plain safetensors.
         model.hf_quantizer = None
         model.config.__dict__.pop("quantization_config", None)

@@ -39,18 +39,24 @@ class Prefilled:
 
 @dataclass(eq=False)
 class DecodeRow:
-    """One generation request while it decodes."""
+    """One generation request while it decodes. ``max_new_tokens`` is what the request may still write: its
+    ``params.max_new_tokens`` within the model's context (see :meth:`ModelRunner.new_tokens_allowed`)."""
 
     prompt: str
     ids: list[int]
     params: GenerationParams
     tag: object = None  # the caller's handle for this row
+    max_new_tokens: int | None = None  # None: the params' limit
     new_tokens: list[int] = field(default_factory=list)
     finish_reason: str = "length"
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens is None:
+            self.max_new_tokens = self.params.max_new_tokens
+
     @property
     def tokens_needed(self) -> int:
-        return len(self.ids) + self.params.max_new_tokens
+        return len(self.ids) + self.max_new_tokens
 
     def result(self, tokenizer) -> Generation:
         text, stopped = cut_at_stop(tokenizer.decode(self.new_tokens, skip_special_tokens=True), self.params.stop)
@@ -73,8 +79,11 @@ class ModelRunner:
         self.device = model.device
         self.layer_windows = kv.layer_windows(self.network.config)  # read once: every prefill needs them
         self.prefix_store = kv.PrefixStore(prefix_store_bytes(self.device, config))
+        self.context_tokens = context_tokens(self.network.config, config)
+        # Chat models end a turn with one of several tokens (Llama 3: <|eot_id|>, <|eom_id|>, <|end_of_text|>):
+        # every id the generation config or the tokenizer names ends a row.
         self.eos_ids = set(_as_list(self.network.generation_config.eos_token_id)
-                           or _as_list(self.tokenizer.eos_token_id))
+                           + _as_list(self.tokenizer.eos_token_id))
         self.reused_tokens = 0  # prompt tokens taken from computed prefixes instead of run again
         self.computed_tokens = 0  # prompt tokens run through the model
 
@@ -82,6 +91,11 @@ class ModelRunner:
     def prefill_rows(self) -> int:
         """Rows per prefill pass on this device."""
         return self.config.prefill_rows(self.device)
+
+    def new_tokens_allowed(self, prompt_tokens: int, requested: int) -> int:
+        """How many of ``requested`` new tokens fit after a prompt of ``prompt_tokens`` in the model's context: a
+        request cannot make the engine decode, or reserve cache, past it."""
+        return max(0, min(requested, self.context_tokens - prompt_tokens))
 
     def batch_capacity(self, row_tokens: int) -> int:
         """How many rows of ``row_tokens`` tokens (prompt + new) one forward may carry on this device.
@@ -137,9 +151,9 @@ class ModelRunner:
         self.computed_tokens += sum(len(ids) for ids in sequences) - sum(reused)
         if cached:
             cache = kv.cache_from_prefixes([pieces for _, pieces in known], reused, cached, fresh + spare,
-                                           self.layer_windows)
+                                           self.layer_windows, self.context_tokens)
         else:
-            cache = kv.empty_cache(self.layer_windows, spare)
+            cache = kv.empty_cache(self.layer_windows, spare, self.context_tokens)
         with torch.inference_mode(), self.attention_kernels():
             logits = self.network(input_ids=input_ids[:, cached:], attention_mask=mask,
                                   position_ids=positions[:, cached:], past_key_values=cache, use_cache=True,
@@ -264,11 +278,11 @@ class DecodeBatch:
     def admit(self, rows: Sequence[DecodeRow]) -> list[DecodeRow]:
         """Prefill ``rows`` (what they share once, then passes of the device's prefill rows) and add them to the
         batch; returns the rows that are already done (no new tokens)."""
-        done = [row for row in rows if row.params.max_new_tokens <= 0]
-        rows = [row for row in rows if row.params.max_new_tokens > 0]
+        done = [row for row in rows if row.max_new_tokens <= 0]
+        rows = [row for row in rows if row.max_new_tokens > 0]
         if not rows:
             return done
-        spare = max(row.params.max_new_tokens for row in rows + self.rows)
+        spare = max(row.max_new_tokens for row in rows + self.rows)
         for group, filled in self.runner.prefill_passes([row.ids for row in rows], remember=True, spare=spare):
             self._join([rows[index] for index in group], filled, spare)
         return done
@@ -281,7 +295,7 @@ class DecodeBatch:
         logits = filled.logits[:, -1]
         if self.rows:
             width = max(self._mask.shape[1], filled.mask.shape[1])
-            self._cache = merge_caches(self._cache, filled.cache, spare)
+            self._cache = merge_caches(self._cache, filled.cache, spare, self.runner.context_tokens)
             self._mask = torch.cat([_left_pad(self._mask, width), _left_pad(filled.mask, width)])
             self._next_positions = torch.cat([self._next_positions, filled.next_positions])
             self._logits = torch.cat([self._logits, logits])
@@ -307,7 +321,7 @@ class DecodeBatch:
             if token in eos_ids or (stopper is not None and stopper(row.new_tokens)):
                 row.finish_reason = "stop"
                 finished.append(row)
-            elif len(row.new_tokens) >= row.params.max_new_tokens:
+            elif len(row.new_tokens) >= row.max_new_tokens:
                 finished.append(row)
             else:
                 keep.append(slot)
@@ -343,6 +357,11 @@ class DecodeBatch:
         if checker is None:
             checker = self._stop_checkers[stops] = StopOnText(self.runner.tokenizer, stops)
         return checker
+
+    def drop(self, rows: Sequence[DecodeRow]) -> None:
+        """Remove ``rows`` (cancelled requests) from the batch, keeping none of their states."""
+        if rows:
+            self._keep_rows([slot for slot, row in enumerate(self.rows) if row not in rows])
 
     def clear(self) -> None:
         """Drop every row and its states."""
@@ -385,6 +404,13 @@ def prefix_store_bytes(device: str, config: EngineConfig) -> int:
 
     free_bytes, _ = torch.cuda.mem_get_info()
     return max(config.prefix_store_bytes, int(free_bytes * config.gpu_prefix_store_fraction))
+
+
+def context_tokens(model_config, config: EngineConfig) -> int:
+    """Tokens one request may hold (prompt + new): the model's own context, within ``config.max_context_tokens``."""
+    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    own = getattr(text_config, "max_position_embeddings", None)
+    return min(own, config.max_context_tokens) if isinstance(own, int) and own > 0 else config.max_context_tokens
 
 
 def kv_bytes_per_token(config, dtype) -> int:

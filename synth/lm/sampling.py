@@ -75,3 +75,44 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     if not positions:
         return text, False
     return text[: min(positions)], True
+
+
+class TextPieces:
+    """A streamed row's text, handed out in pieces that only ever extend what was handed out before.
+
+    Each new token re-decodes the row's tokens (a piece of a character decodes to U+FFFD until its last byte
+    arrives) and gives out the new text, except a tail that could still become one of ``stops``: the row stops at
+    a stop string and its reply is cut there, so that text must never be shown.
+    """
+
+    def __init__(self, tokenizer, stops: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.stops = tuple(s for s in stops if s)
+        self.tokens: list[int] = []
+        self.sent = ""
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        text, _ = cut_at_stop(text, self.stops)
+        return self._extend(text[: len(text) - self._held(text)])
+
+    def finish(self, text: str) -> str:
+        """The rest of the reply once the row is done (``text``: the engine's final reply)."""
+        return self._extend(text)
+
+    def _held(self, text: str) -> int:
+        """Length of the longest tail of ``text`` that begins one of the stop strings."""
+        longest = min(len(text), max((len(s) - 1 for s in self.stops), default=0))
+        for size in range(longest, 0, -1):
+            if any(stop.startswith(text[-size:]) for stop in self.stops):
+                return size
+        return 0
+
+    def _extend(self, text: str) -> str:
+        if len(text) <= len(self.sent) or not text.startswith(self.sent):
+            return ""
+        piece, self.sent = text[len(self.sent):], text
+        return piece

@@ -11,6 +11,12 @@ answer through a future; one that fails fails its own caller only.
 With ``EngineConfig.batching`` off the same loop takes one request at a time, in arrival order, and runs it to
 the end before the next: the engine's behaviour without batching, on the same code path.
 
+Several fits (visitors) share the loop. Every request carries its owner (:mod:`synth.lm.owners`): when the batch
+has less room than rows are waiting, the owner with fewest rows decoding goes first, so no fit is starved by
+another's larger stage. A request whose owner is cancelled, or whose own cancel flag is set (a stream closed by its
+reader), is dropped between decoding steps, queued or running; identical requests of other owners that shared its
+row keep it. A streamed request (``on_token``) hears each of its tokens as it is decoded.
+
 This design keeps per-request temperature with seeded sampling, stop strings and the verdict scoring in one code
 path; transformers' own continuous batching (``generate_batch``) and plain micro-batching (every row waiting for
 the batch's longest) were measured slower (``benchmarks/throughput.py --raw``).
@@ -18,43 +24,67 @@ the batch's longest) were measured slower (``benchmarks/throughput.py --raw``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import queue
 import threading
 import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from synth.lm.config import EngineConfig
 from synth.lm.loading import LocalModel
+from synth.lm.owners import RequestOwner, current_owner
 from synth.lm.runner import DecodeBatch, DecodeRow, ModelRunner
 from synth.lm.sampling import GenerationParams
+from synth.parallel import FitCancelled
 
 log = logging.getLogger(__name__)
 
 _SHUTDOWN = object()
+
+# Every scheduler whose worker may still run. A worker left inside the model when the interpreter tears down aborts
+# the process ("terminate called without an active exception", exit code 134), so they are all closed at exit.
+_live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
 
 
 class EngineClosed(RuntimeError):
     """Raised to callers whose request was pending or running when the engine was closed."""
 
 
+class RequestCancelled(FitCancelled):
+    """Raised to a caller whose request was dropped because its owner, or the request itself, was cancelled."""
+
+
 @dataclass(eq=False)
 class Job:
     """One caller's request: a generation (``params`` set) or a choice scoring (``choices`` set) of an encoded
-    prompt."""
+    prompt, made for ``owner`` (by default the owner of the scope that builds the job)."""
 
     prompt: str
     ids: list[int]
     params: GenerationParams | None = None
     choices: tuple[str, ...] | None = None
+    owner: RequestOwner | None = field(default_factory=current_owner)
+    cancels: tuple[threading.Event, ...] = ()  # this request's own flags (a stream's reader closing it)
+    on_token: Callable[[int], None] | None = None  # a streamed generation: called on the worker with each token
     future: Future = field(default_factory=Future)
 
     @property
     def identity(self) -> tuple:
-        """Identical requests are computed once (DSPy's cache only catches sequential repeats)."""
+        """Identical requests are computed once (DSPy's cache only catches sequential repeats); a stream has a row
+        of its own, so its reader hears every token from the first."""
+        if self.on_token is not None:
+            return ("stream", id(self))
         return (self.prompt, self.params, self.choices)
+
+    @property
+    def cancelled(self) -> bool:
+        return any(flag.is_set() for flag in self.cancels) or (self.owner is not None and self.owner.cancelled)
 
 
 @dataclass
@@ -66,6 +96,7 @@ class SchedulerStats:
     prefill_seconds: float = 0.0  # wall time in admissions and scorings; with decode_seconds, the model's busy time
     decode_seconds: float = 0.0
     peak_rows: int = 0  # most rows decoding together
+    cancelled: int = 0  # requests dropped because they or their owner were cancelled
 
 
 class Scheduler:
@@ -85,10 +116,12 @@ class Scheduler:
         self._closed = threading.Event()
         self._followers: dict[tuple, list[Job]] = {}  # a generation's identity -> every job it answers
         self._followers_lock = threading.Lock()
+        self._streams: dict[tuple, Job] = {}  # a streamed generation's identity -> its job (worker thread only)
         self._runner: ModelRunner | None = None
         self._runner_lock = threading.Lock()
         self._worker = threading.Thread(target=self._work, name="synth-scheduler", daemon=True)
         self._worker.start()
+        _live.add(self)
 
     @property
     def runner(self) -> ModelRunner:
@@ -107,6 +140,11 @@ class Scheduler:
 
     def run(self, jobs: list[Job]) -> list:
         """Submit ``jobs`` together and wait for their answers, in order (a failed job raises its error)."""
+        self.submit(jobs)
+        return [job.future.result() for job in jobs]
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue ``jobs`` together (blocking while the queue is full); each answers through its future."""
         if self._closed.is_set():
             raise EngineClosed("the engine is closed")
         self._make_runner()  # on the caller's thread: a model that cannot load or run fails its caller only
@@ -120,7 +158,6 @@ class Scheduler:
             if self._closed.is_set():  # closed while we were enqueuing: make sure nobody is left waiting
                 self._fail_pending()
             break
-        return [job.future.result() for job in jobs]
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker, fail every unanswered request with EngineClosed and drop the stored prefixes; safe to
@@ -144,9 +181,11 @@ class Scheduler:
                 busy = bool(batch) or bool(waiting)
                 if not arrived and (self.config.batching or not busy):
                     arrived = self._take(block=not busy)
+                arrived = self._unless_cancelled(arrived)
                 starting, arrived = self._starting(arrived, busy)
                 waiting += self._new_rows([job for job in starting if job.params is not None])
                 self._score([job for job in starting if job.choices is not None])
+                waiting = self._drop_cancelled(batch, waiting)
                 if waiting:
                     if batch is None:  # one batch for the worker's life: it keeps its stop checkers
                         batch = DecodeBatch(self.runner)
@@ -154,7 +193,9 @@ class Scheduler:
                 if batch:
                     if self._closed.is_set():
                         raise EngineClosed("the engine was closed while this request ran")
-                    self._finish(self._step(batch))
+                    finished = self._step(batch)
+                    self._stream(finished + batch.rows)
+                    self._finish(finished)
         except EngineClosed:
             pass
         except BaseException as error:  # never die silently: answer everyone, refuse new work, stop
@@ -195,7 +236,8 @@ class Scheduler:
         return arrived[:1], arrived[1:]
 
     def _new_rows(self, jobs: list[Job]) -> list[DecodeRow]:
-        """Rows for new generation requests; a request identical to one already in flight just follows it."""
+        """Rows for new generation requests, each allowed what fits in the model's context; a request identical to
+        one already in flight just follows it."""
         rows = []
         for job in jobs:
             with self._followers_lock:
@@ -204,8 +246,60 @@ class Scheduler:
                     following.append(job)
                     continue
                 self._followers[job.identity] = [job]
-            rows.append(DecodeRow(job.prompt, job.ids, job.params, tag=job.identity))
+            if job.on_token is not None:
+                self._streams[job.identity] = job
+            allowed = self.runner.new_tokens_allowed(len(job.ids), job.params.max_new_tokens)
+            rows.append(DecodeRow(job.prompt, job.ids, job.params, tag=job.identity, max_new_tokens=allowed))
         return rows
+
+    # ---- cancellation and streaming -------------------------------------------------------------------------
+    def _unless_cancelled(self, jobs: list[Job]) -> list[Job]:
+        """The jobs still wanted; the others are answered with RequestCancelled."""
+        kept = []
+        for job in jobs:
+            if job.cancelled:
+                self._cancel(job)
+            else:
+                kept.append(job)
+        return kept
+
+    def _cancel(self, job: Job) -> None:
+        self.stats.cancelled += 1
+        _resolve(job, error=RequestCancelled("the request was cancelled"))
+
+    def _drop_cancelled(self, batch: DecodeBatch | None, waiting: list[DecodeRow]) -> list[DecodeRow]:
+        """Answer cancelled followers; a row none of whose followers is left goes, waiting or decoding. Returns the
+        rows still waiting."""
+        gone = set()
+        with self._followers_lock:
+            for identity, jobs in list(self._followers.items()):
+                live = [job for job in jobs if not job.cancelled]
+                if len(live) == len(jobs):
+                    continue
+                for job in jobs:
+                    if job.cancelled:
+                        self._cancel(job)
+                if live:
+                    self._followers[identity] = live
+                else:
+                    del self._followers[identity]
+                    gone.add(identity)
+        if not gone:
+            return waiting
+        for identity in gone:
+            self._streams.pop(identity, None)
+        if batch:
+            batch.drop([row for row in batch.rows if row.tag in gone])
+        return [row for row in waiting if row.tag not in gone]
+
+    def _stream(self, rows: list[DecodeRow]) -> None:
+        """Tell each streamed row's reader the token it just got."""
+        if not self._streams:
+            return
+        for row in rows:
+            job = self._streams.get(row.tag)
+            if job is not None:
+                job.on_token(row.new_tokens[-1])
 
     def _score(self, jobs: list[Job]) -> None:
         by_choices: dict[tuple[str, ...], dict[tuple, list[Job]]] = {}
@@ -231,8 +325,9 @@ class Scheduler:
             return {"error": error}
 
     def _admit(self, batch: DecodeBatch, waiting: list[DecodeRow]) -> list[DecodeRow]:
-        """Move waiting rows into the decoding batch while it has room; returns the rows still waiting."""
-        waiting = sorted(waiting, key=lambda row: len(row.ids))  # similar lengths join together: little padding
+        """Move waiting rows into the decoding batch while it has room, fairly between owners (see
+        :meth:`_fair_order`); returns the rows still waiting."""
+        waiting = self._fair_order(batch, waiting)
         room = self._room(batch, waiting)
         if not room:
             return waiting
@@ -250,6 +345,33 @@ class Scheduler:
         self.stats.prefill_seconds += time.perf_counter() - started
         self.stats.peak_rows = max(self.stats.peak_rows, len(batch))
         return waiting
+
+    def _fair_order(self, batch: DecodeBatch, waiting: list[DecodeRow]) -> list[DecodeRow]:
+        """The waiting rows in the order they may join: shortest prompts first (similar lengths join together, little
+        padding), and between owners the one with fewest rows decoding first, the older owner on a tie, so each
+        owner gets a share of the room however many rows another has waiting."""
+        by_length = sorted(waiting, key=lambda row: len(row.ids))
+        with self._followers_lock:
+            owner_of = {row.tag: self._owner(row.tag) for row in by_length + batch.rows}
+        queues: dict[RequestOwner | None, deque[DecodeRow]] = {}
+        for row in by_length:
+            queues.setdefault(owner_of[row.tag], deque()).append(row)
+        if len(queues) < 2:
+            return by_length
+        decoding = Counter(owner_of[row.tag] for row in batch.rows)
+        order = []
+        while queues:
+            owner = min(queues, key=lambda o: (decoding[o], o.number if o is not None else 0))
+            order.append(queues[owner].popleft())
+            decoding[owner] += 1
+            if not queues[owner]:
+                del queues[owner]
+        return order
+
+    def _owner(self, identity: tuple) -> RequestOwner | None:
+        """The owner a row counts for: its first follower's (call with the followers lock held)."""
+        jobs = self._followers.get(identity)
+        return jobs[0].owner if jobs else None
 
     def _room(self, batch: DecodeBatch, waiting: list[DecodeRow]) -> int:
         """How many of the first ``waiting`` rows may join now: rows fit while the batch stays within the runner's
@@ -283,6 +405,7 @@ class Scheduler:
 
     # ---- answering ------------------------------------------------------------------------------------------
     def _answer(self, identity: tuple, result=None, error: BaseException | None = None) -> None:
+        self._streams.pop(identity, None)
         with self._followers_lock:
             jobs = self._followers.pop(identity, [])
         for job in jobs:
@@ -307,6 +430,13 @@ class Scheduler:
                     _resolve(job, error=closed)
         if not self._worker.is_alive():
             self._fail_followers(EngineClosed("the engine was closed while this request ran"))
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Stop every worker between two steps before the interpreter shuts down (see :data:`_live`)."""
+    for scheduler in list(_live):
+        scheduler.close()
 
 
 def _resolve(job: Job, result=None, error: BaseException | None = None) -> None:
