@@ -21,7 +21,7 @@ from typing import Any
 
 import gradio as gr
 
-from components.limits import Limits
+from components.limits import GateRefused, Limits, ModelGate, client_address
 from synth.insights.population import EmptyPopulationError, PopulationFit, SharedPopulation
 from synth.insights.report import map_figure, stability_word
 
@@ -29,6 +29,8 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 NO_INSIGHT = "none (unusual here)"
 FIRST_FIT_WAIT_S = 600.0  # how long the first view waits for the first fit after a start
 THEME_CHARS = 48  # the ranked list's theme column shows names this long (the themes table shows them whole)
+PLACE_WAIT_S = 30  # how long a placement waits for the one before it
+PLACE_LINE = 8  # placements waiting at most, all visitors together
 STALE = "This view's population has been replaced by a newer one: press “Refresh population” to see it."
 
 
@@ -228,8 +230,23 @@ def open_persona(population: SharedPopulation, key: str | None, user_id: str | N
     return record.persona, shared, list(evidence.reasoning), list(evidence.pairs)
 
 
-def place(population: SharedPopulation, limits: Limits, key: str | None, text: str | None) -> tuple[Any, ...]:
-    """map with the persona's statements, summary, and the statements with the insight each joins."""
+def place(population: SharedPopulation, gate: ModelGate, limits: Limits, key: str | None, text: str | None,
+          visitor: str = "", client: str = "") -> tuple[Any, ...]:
+    """map with the persona's statements, summary, and the statements with the insight each joins. ``gate`` runs
+    one placement at a time, with at most one per visitor and per address waiting or running."""
+    try:
+        ticket = gate.admit(visitor, client)
+    except GateRefused:
+        return gr.skip(), ("\u201cWhere do I fall?\u201d is already placing a persona for you, or many are waiting; "
+                           "try again when it has finished."), []
+    with ticket:
+        if not ticket.wait(timeout=PLACE_WAIT_S):
+            return gr.skip(), ("Many personas are being placed right now; press \u201cPlace me on the map\u201d "
+                               "again."), []
+        return _place(population, limits, key, text)
+
+
+def _place(population: SharedPopulation, limits: Limits, key: str | None, text: str | None) -> tuple[Any, ...]:
     fit = population.by_key(key or "")
     text = text or ""
     if not text.strip():
@@ -390,13 +407,17 @@ def build_insights_tab(
         [persona_text, shared_note, reasoning_json, pairs_json],
         api_name="open_persona",
     )
+    place_gate = ModelGate(capacity=1, per_client=1, max_line=PLACE_LINE)
+
+    def place_for_visitor(key: str | None, text: str | None, request: gr.Request) -> tuple[Any, ...]:
+        return place(population, place_gate, limits, key, text, visitor=request.session_hash or "",
+                     client=client_address(request))
+
     place_button.click(
-        partial(place, population, limits),
+        place_for_visitor,
         [shown_key, my_persona],
         [map_plot, placement_summary, placement_table],
         api_name="place",
-        concurrency_id="place",
-        concurrency_limit=1,
     )
     if persona_state is not None:
         use_mine.click(persona_from_state, persona_state, my_persona)

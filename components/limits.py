@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+import gradio as gr
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -134,3 +136,11 @@ class ModelGate:
             if ticket in self._line:
                 self._line.remove(ticket)
             self._changed.notify_all()
+
+
+def client_address(request: gr.Request | None) -> str:
+    """The visitor's address: the first hop of X-Forwarded-For behind a proxy (as on Spaces), else the peer."""
+    if request is None:
+        return ""
+    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[0].strip()
+    return forwarded or (request.client.host if request.client else "")

@@ -14,6 +14,7 @@ import gradio as gr
 
 from components import try_handlers as on
 from components.labeling import progress_text
+from components.limits import client_address
 
 # Keyboard shortcuts for labeling (ignored while typing and when the Try tab is hidden), and the label buttons'
 # guard: a click disables them until the next pair is on screen, so each click answers the pair it was shown
@@ -355,11 +356,3 @@ COPY_DELETION_CODE_JS = """(message) => {
   const match = /class="deletion-code">([^<]+)</.exec(message || '');
   return match ? match[1] : (document.querySelector('#deletion-code textarea, #deletion-code input') || {}).value;
 }"""
-
-
-def client_address(request: gr.Request | None) -> str:
-    """The visitor's address: the first hop of X-Forwarded-For behind a proxy (as on Spaces), else the peer."""
-    if request is None:
-        return ""
-    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[0].strip()
-    return forwarded or (request.client.host if request.client else "")

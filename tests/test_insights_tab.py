@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 
 from components import insights_tab as tab
-from components.limits import Limits
+from components.limits import Limits, ModelGate
 from synth.insights.personas import write_personas_jsonl
 from synth.insights.population import SharedPopulation
 from synth.store import Evidence, PersonaRecord, PersonaStore
@@ -95,17 +95,20 @@ def test_the_evidence_chain_shows_exactly_what_was_shared(population: SharedPopu
                                                               "population.", None, None)
 
 
+GATE = ModelGate(capacity=1, per_client=1, max_line=1)
+
+
 def test_place_puts_a_pasted_persona_on_the_map_within_the_limits(population: SharedPopulation) -> None:
     key, *_ = shown(population)
-    figure, summary, rows = tab.place(population, Limits(), key, "She loves to cook pasta number 3. She reads "
+    figure, summary, rows = tab.place(population, GATE, Limits(), key, "She loves to cook pasta number 3. She reads "
                                                                  "poetry at night.")
     assert "more typical than" in summary and "Nearest insights:" in summary and figure is not None
     assert rows[1] == ["She reads poetry at night.", tab.NO_INSIGHT, rows[1][2]]
-    assert "Paste a persona first" in tab.place(population, Limits(), key, "  ")[1]
-    assert "no trait statements" in tab.place(population, Limits(), key, "Hi.")[1]
+    assert "Paste a persona first" in tab.place(population, GATE, Limits(), key, "  ")[1]
+    assert "no trait statements" in tab.place(population, GATE, Limits(), key, "Hi.")[1]
     many = " ".join(f"She likes to cook dish number {i}." for i in range(5))
-    assert "splits into 5 statements" in tab.place(population, Limits(max_place_statements=4), key, many)[1]
-    assert "takes at most 20" in tab.place(population, Limits(max_field_chars=20), key, many)[1]
+    assert "splits into 5 statements" in tab.place(population, GATE, Limits(max_place_statements=4), key, many)[1]
+    assert "takes at most 20" in tab.place(population, GATE, Limits(max_field_chars=20), key, many)[1]
 
 
 def test_a_failing_placement_is_a_sentence(population: SharedPopulation, monkeypatch) -> None:
@@ -115,7 +118,7 @@ def test_a_failing_placement_is_a_sentence(population: SharedPopulation, monkeyp
         raise RuntimeError("embedder out of memory")
 
     monkeypatch.setattr(population.by_key(key).estimator, "place", broken)
-    _, summary, rows = tab.place(population, Limits(), key, "She loves to cook pasta number 3.")
+    _, summary, rows = tab.place(population, GATE, Limits(), key, "She loves to cook pasta number 3.")
     assert "could not be placed (embedder out of memory)" in summary and rows == []
 
 
@@ -156,3 +159,16 @@ def test_the_tab_wires_every_handler_under_its_name(tmp_path: Path) -> None:
     assert {"show_population", "filter_list", "pick_from_table", "open_insight", "open_persona", "place",
             "persona_from_state"} <= names
     assert isinstance(built.ranked_table, gr.Dataframe)
+
+
+def test_one_address_places_one_persona_at_a_time_and_cannot_fill_the_line(population: SharedPopulation) -> None:
+    key, *_ = shown(population)
+    gate = ModelGate(capacity=1, per_client=1, max_line=1)
+    text = "She loves to cook pasta number 3."
+    with gate.admit("first visitor", "10.0.0.1"):  # a placement of this address is running
+        for visitor in ("first visitor", "same address, another tab"):
+            assert "already placing a persona for you" in tab.place(population, gate, Limits(), key, text, visitor,
+                                                                    "10.0.0.1")[1]
+        with gate.admit("waiting", "10.0.0.2"):  # the line is full
+            assert "already placing" in tab.place(population, gate, Limits(), key, text, "third", "10.0.0.3")[1]
+    assert "more typical than" in tab.place(population, gate, Limits(), key, text, "first visitor", "10.0.0.1")[1]
