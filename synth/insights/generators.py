@@ -99,17 +99,23 @@ def _markdown_persona(rng: random.Random, document: dict[str, Any], facets: list
     return "\n".join(lines)
 
 
-def markdown_population(n_users: int = 120, seed: int = 0) -> SyntheticPopulation:
-    """`n_users` LLM-style markdown personas with the facets of `assets/facets_markdown.json` planted."""
-    document = _document("facets_markdown.json")
-    facets = _facets(document, "explanations")
+def _written_population(kind: str, facets_file: str, phrasing: str, write, n_users: int,
+                        seed: int) -> SyntheticPopulation:
+    """`n_users` personas written by ``write(rng, document, drawn_facets)`` with the facets of ``facets_file``."""
+    document = _document(facets_file)
+    facets = _facets(document, phrasing)
     rng = random.Random(seed)
     users = []
     for index in range(n_users):
         drawn = draw_traits(rng, facets)
-        persona = Persona(_user_id("markdown", seed, index, n_users), _markdown_persona(rng, document, drawn))
+        persona = Persona(_user_id(kind, seed, index, n_users), write(rng, document, drawn))
         users.append(SyntheticUser(persona, drawn[0].key, tuple(facet.key for facet in drawn)))
-    return SyntheticPopulation(tuple(users), seed, tuple(facet.planted() for facet in facets), "markdown")
+    return SyntheticPopulation(tuple(users), seed, tuple(facet.planted() for facet in facets), kind)
+
+
+def markdown_population(n_users: int = 120, seed: int = 0) -> SyntheticPopulation:
+    """`n_users` LLM-style markdown personas with the facets of `assets/facets_markdown.json` planted."""
+    return _written_population("markdown", "facets_markdown.json", "explanations", _markdown_persona, n_users, seed)
 
 
 # ---------------------------------------------------------------- plain prose, facets fused
@@ -159,15 +165,7 @@ def _fused_persona(rng: random.Random, document: dict[str, Any], facets: list[Wr
 
 def fused_population(n_users: int = 120, seed: int = 0) -> SyntheticPopulation:
     """`n_users` prose personas with the facets of `assets/facets_fused.json` planted, often fused in a sentence."""
-    document = _document("facets_fused.json")
-    facets = _facets(document, "predicates")
-    rng = random.Random(seed)
-    users = []
-    for index in range(n_users):
-        drawn = draw_traits(rng, facets)
-        persona = Persona(_user_id("fused", seed, index, n_users), _fused_persona(rng, document, drawn))
-        users.append(SyntheticUser(persona, drawn[0].key, tuple(facet.key for facet in drawn)))
-    return SyntheticPopulation(tuple(users), seed, tuple(facet.planted() for facet in facets), "fused")
+    return _written_population("fused", "facets_fused.json", "predicates", _fused_persona, n_users, seed)
 
 
 GENERATORS: dict[str, Callable[[int, int], SyntheticPopulation]] = {
