@@ -74,12 +74,24 @@ def device_tasks(model: ModelHandle, visitors: Visitors, gpu_seconds: int,
         answer=gpu(partial(device.answer, model, visitors.cancel_flag), duration=GPU_SECONDS_PER_ACTION))
 
 
+def import_model_libraries() -> None:
+    """Import what the background threads load models with, here in the calling thread, before any of them starts.
+
+    transformers resolves its model classes lazily; the model load and the population fit (sentence-transformers)
+    resolving them in two threads at once can deadlock Python's import locks, which then hands one thread a
+    half-initialised module ("cannot import name 'AutoModelForCausalLM'") and the model never loads.
+    """
+    import sentence_transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
 def build_app(lm_factory: Callable[[], dspy.BaseLM] | None = None,
               settings: StudioSettings | None = None,
               population: SharedPopulation | None = None) -> tuple[gr.Blocks, ModelHandle]:
     """The Blocks and its model handle; ``lm_factory`` defaults to ``build_lm`` ($SYNTH_MODEL or offline),
     ``settings`` to ``StudioSettings.from_env()``, ``population`` to the store's with the bundled sample."""
     settings = settings or StudioSettings.from_env()
+    import_model_libraries()
     gate = ModelGate(capacity=settings.fit_concurrency or 1, per_client=settings.limits.per_client,
                      max_line=settings.queue_max_size)
 

@@ -87,7 +87,10 @@ def label_and_start(page, n: int = 5) -> None:
 
 
 def wait_for_persona(page, timeout_s: float) -> None:
-    page.locator("#persona-card").wait_for(timeout=timeout_s * 1000)
+    """The persona card, or fail at once when the model could not load (instead of waiting out the timeout)."""
+    card = page.locator("#persona-card")
+    card.or_(page.get_by_text("The model failed to load")).first.wait_for(timeout=timeout_s * 1000)
+    assert card.is_visible(), page.locator("body").inner_text()[:2000]
 
 
 def assert_no_error_badge(page) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -91,3 +93,33 @@ def test_the_gate_serves_in_order_and_caps_visitors_clients_and_the_line():
     second.release()
     third.release()
     assert gate.admit("v1", "a").wait(0)
+
+
+def test_model_libraries_are_imported_before_any_background_thread_starts(tmp_path):
+    """Two threads resolving transformers' lazy classes at once can deadlock the import locks and leave the model
+    unloaded ("cannot import name 'AutoModelForCausalLM'"); the studio imports them before starting threads."""
+    script = f"""
+import sys, threading
+from components.studio import StudioSettings, build_app
+from synth.insights.population import SharedPopulation
+from synth.store import PersonaStore
+from tests.insights_doubles import topic_pipeline
+from tests.scripted import scripted_lm
+
+seen = []
+start = threading.Thread.start
+def recording_start(thread):
+    seen.append(("sentence_transformers" in sys.modules, "transformers.models.auto.modeling_auto" in sys.modules))
+    return start(thread)
+threading.Thread.start = recording_start
+store = PersonaStore({str(tmp_path / "s.sqlite")!r})
+population = SharedPopulation(store, None, topic_pipeline)
+demo, model = build_app(lambda: scripted_lm()[0], population=population,
+                        settings=StudioSettings(store_path={str(tmp_path / "s.sqlite")!r}))
+model.start().get(timeout=60)
+assert seen and all(all(flags) for flags in seen), seen
+print("ok", len(seen))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-3000:]
