@@ -206,15 +206,25 @@ def text_limit(parts: TryParts, **texts: str) -> str | None:
     return None
 
 
-def judge_action_problem(parts: TryParts, session: LabelSession, no_judge: str, empty: str,
-                         **texts: str) -> str | None:
-    """Why an action on the visitor's judge cannot run (``no_judge``: none fitted or reloaded yet; ``empty``: a
-    text is blank; or a text over the field limit), or None when it can."""
+def admit_judge_action(parts: TryParts, session: LabelSession, say: Callable[..., T], no_judge: str, empty: str,
+                       **texts: str) -> Generator[T, None, Ticket | None]:
+    """The model slot for an action on the visitor's judge, yielding ``say(note)`` while it waits; None (the reason
+    said) when it cannot run: ``no_judge`` when none is fitted or reloaded yet, ``empty`` when a text is blank, a
+    text over the field limit, or the wait refused or cancelled."""
     if session.fitted is None:
-        return no_judge
-    if not all((text or "").strip() for text in texts.values()):
-        return empty
-    return text_limit(parts, **texts)
+        problem = no_judge
+    elif not all((text or "").strip() for text in texts.values()):
+        problem = empty
+    else:
+        problem = text_limit(parts, **texts)
+    if problem:
+        yield say(problem, "error")
+        return None
+    try:
+        return (yield from relay(ready_lm(parts, session), say))
+    except (Refused, FitCancelled) as stopped:
+        yield say(_stopped_text(stopped), "error")
+        return None
 
 
 # ---- labeling -------------------------------------------------------------------------------------------------
@@ -577,16 +587,11 @@ def test_judge(parts: TryParts, session: LabelSession | None, prompt: str, reply
     if session is None:
         yield notice(NO_SESSION, "error")
         return
-    problem = judge_action_problem(parts, session, "Run SynthesizeMe or reload an artifact first; then test your "
-                                   "judge here.", "Fill in the prompt and both replies (or pick a pair from the "
-                                   "bank).", prompt=prompt, **{"reply A": reply_a, "reply B": reply_b})
-    if problem:
-        yield notice(problem, "error")
-        return
-    try:
-        ticket = yield from relay(ready_lm(parts, session), notice)
-    except (Refused, FitCancelled) as stopped:
-        yield notice(_stopped_text(stopped), "error")
+    ticket = yield from admit_judge_action(parts, session, notice, "Run SynthesizeMe or reload an artifact first; "
+                                           "then test your judge here.", "Fill in the prompt and both replies (or "
+                                           "pick a pair from the bank).", prompt=prompt,
+                                           **{"reply A": reply_a, "reply B": reply_b})
+    if ticket is None:
         return
     verdicts: dict[str, float] = {}
     with ticket:
@@ -629,15 +634,9 @@ def answer_twice(parts: TryParts, session: LabelSession | None, prompt: str) -> 
         yield say(NO_SESSION, "error")
         return
     prompt = (prompt or "").strip()
-    problem = judge_action_problem(parts, session, "Run SynthesizeMe or reload an artifact first: the second "
-                                   "answer uses your persona.", "Write a prompt first.", prompt=prompt)
-    if problem:
-        yield say(problem, "error")
-        return
-    try:
-        ticket = yield from relay(ready_lm(parts, session), say)
-    except (Refused, FitCancelled) as stopped:
-        yield say(_stopped_text(stopped), "error")
+    ticket = yield from admit_judge_action(parts, session, say, "Run SynthesizeMe or reload an artifact first: the "
+                                           "second answer uses your persona.", "Write a prompt first.", prompt=prompt)
+    if ticket is None:
         return
     with session.lock:
         session.answers, session.answer_choice = None, None
