@@ -102,8 +102,7 @@ def build_app(lm_factory: Callable[[], dspy.BaseLM] | None = None,
     model = ModelHandle(lambda: without_response_cache(factory()), on_ready=(size_gate,))
     visitors = Visitors()
     atexit.register(visitors.close)
-    store = PersonaStore(settings.store_path)
-    population = population or SharedPopulation(store)
+    population = population or SharedPopulation(PersonaStore(settings.store_path))
     bank = load_bank()
     parts = TryParts(model=model, gate=gate, visitors=visitors, limits=settings.limits, bank=bank,
                      device=device_tasks(model, visitors, settings.gpu_seconds),

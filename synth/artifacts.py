@@ -97,18 +97,16 @@ def check_artifact(artifact: Any, limits: ArtifactLimits, source: str) -> Loaded
     demos = artifact["demos"]
     if not isinstance(demos, list):
         raise fail("demos", f"must be a list of objects, got {type(demos).__name__}")
-    checked = [_check_demo(demo, f"demos[{i}]", limits, fail) for i, demo in enumerate(demos[: limits.demos])]
+    checked = [_check_demo(demo, f"demos[{i}]", limits, fail, clamped) for i, demo in enumerate(demos[: limits.demos])]
     if len(demos) > limits.demos:
         clamped["demos"] = (len(demos), limits.demos)
-    if any(_text_was_cut(demo, limits) for demo in demos[: limits.demos] if isinstance(demo, dict)):
-        clamped["demo_chars"] = ("longer", limits.demo_chars)
     config = artifact["config"]
     if not isinstance(config, dict):
         raise fail("config", f"must be an object, got {type(config).__name__}")
     return LoadedArtifact(persona, checked, _check_settings(config, limits, clamped, fail), clamped)
 
 
-def _check_demo(demo: Any, name: str, limits: ArtifactLimits, fail) -> dict[str, str]:
+def _check_demo(demo: Any, name: str, limits: ArtifactLimits, fail, clamped: dict) -> dict[str, str]:
     if not isinstance(demo, dict):
         raise fail(name, f"must be an object, got {type(demo).__name__}")
     for key in DEMO_REQUIRED:
@@ -122,14 +120,12 @@ def _check_demo(demo: Any, name: str, limits: ArtifactLimits, fail) -> dict[str,
         if not isinstance(value, str):
             raise fail(f"{name}.{key}", f"must be a string, got {type(value).__name__}")
         checked[key] = truncate_middle(value, limits.demo_chars)
+        if len(value) > limits.demo_chars:
+            clamped["demo_chars"] = ("longer", limits.demo_chars)
     if demo["preferred"] not in VERDICTS:
         raise fail(f"{name}.preferred", f"must be one of {', '.join(VERDICTS)}, got {demo['preferred']!r}")
     checked["preferred"] = demo["preferred"]
     return checked
-
-
-def _text_was_cut(demo: dict, limits: ArtifactLimits) -> bool:
-    return any(isinstance(demo.get(key), str) and len(demo[key]) > limits.demo_chars for key in DEMO_TEXT_FIELDS)
 
 
 def _check_settings(config: dict, limits: ArtifactLimits, clamped: dict, fail) -> StepSettings:

@@ -128,11 +128,11 @@ def answer_with_and_without(lm: dspy.BaseLM, artifact_or_model: SynthesizeMe | M
                         {"role": "user", "content": prompt}]
     plain_messages = [{"role": "user", "content": prompt}]
     budget = prompt_budget(lm)
-    room = budget.max_prompt_tokens - budget.count(persona_messages)
-    if room < MIN_ANSWER_TOKENS:
-        raise ValueError(f"the persona's generation prompt and your prompt take {budget.max_prompt_tokens - room:,} "
-                         f"of the model's {budget.max_prompt_tokens:,} tokens, leaving no room for an answer; "
-                         "shorten the prompt")
+    used = budget.count(persona_messages)
+    room = budget.context_tokens - used  # the answer shares the context with its prompt
+    if used > budget.max_prompt_tokens or room < MIN_ANSWER_TOKENS:
+        raise ValueError(f"the persona's generation prompt and your prompt take {used:,} of the model's "
+                         f"{budget.context_tokens:,} tokens, leaving no room for an answer; shorten the prompt")
     max_tokens = min(max(1, int(max_tokens)), MAX_ANSWER_TOKENS, room)
     persona_first = random.Random(f"{seed}:{prompt}").random() < 0.5
     shown = (persona_messages, plain_messages) if persona_first else (plain_messages, persona_messages)

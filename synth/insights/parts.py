@@ -180,9 +180,7 @@ class UMAPReducer:
         rest = np.setdiff1d(np.arange(n), fitted)
         # A query's length scales its similarities alike, which the normalised weights cancel: no unit copy needed.
         neighbours, similarities = nearest_in(vectors, fitted_vectors, k=10, rows=rest)
-        weights = np.clip(similarities, 1e-6, None) ** 4
-        weights /= weights.sum(axis=1, keepdims=True)
-        reduced[rest] = np.einsum("nk,nkd->nd", weights, reduced_fitted[neighbours])
+        reduced[rest] = similarity_weighted_mean(similarities, reduced_fitted[neighbours])
         return reduced
 
 
@@ -328,11 +326,14 @@ def interpolate_positions(
     k = min(k, len(anchor_vectors))
     similarities = vectors @ anchor_vectors.T
     nearest = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
-    weights = (
-        np.clip(np.take_along_axis(similarities, nearest, axis=1), 1e-6, None) ** 4
-    )
+    return similarity_weighted_mean(np.take_along_axis(similarities, nearest, axis=1), anchor_positions[nearest])
+
+
+def similarity_weighted_mean(similarities: np.ndarray, neighbour_positions: np.ndarray) -> np.ndarray:
+    """Each row's neighbours' positions averaged with weights sharpened towards the most similar (similarity⁴)."""
+    weights = np.clip(similarities, 1e-6, None) ** 4
     weights /= weights.sum(axis=1, keepdims=True)
-    return np.einsum("nk,nkd->nd", weights, anchor_positions[nearest])
+    return np.einsum("nk,nkd->nd", weights, neighbour_positions)
 
 
 class AnchoredTSNEProjector:

@@ -101,10 +101,11 @@ class LocalEngine:
                     cancel: threading.Event | None = None) -> TextStream:
         """Start generating a reply to ``messages`` now and return its text as it is decoded (see
         :class:`TextStream`). The row decodes in the shared batch like any other request, for the current owner."""
-        prompt = self.prompts.render(messages)
+        prompts = self.prompts
+        prompt = prompts.render(messages)
         stream = TextStream(self.local_model.tokenizer, params.stop, cancel)
         flags = (stream.closed,) if cancel is None else (stream.closed, cancel)
-        job = Job(prompt, self.prompts.encode(prompt), params=params, cancels=flags, on_token=stream.tokens.put)
+        job = Job(prompt, prompts.encode(prompt), params=params, cancels=flags, on_token=stream.tokens.put)
         job.future.add_done_callback(lambda _: stream.tokens.put(None))
         stream.job = job
         self.scheduler.submit([job])

@@ -194,7 +194,8 @@ class Scheduler:
                     if self._closed.is_set():
                         raise EngineClosed("the engine was closed while this request ran")
                     finished = self._step(batch)
-                    self._stream(finished + batch.rows)
+                    if self._streams:
+                        self._stream(finished + batch.rows)
                     self._finish(finished)
         except EngineClosed:
             pass
@@ -273,9 +274,9 @@ class Scheduler:
         gone = set()
         with self._followers_lock:
             for identity, jobs in list(self._followers.items()):
-                live = [job for job in jobs if not job.cancelled]
-                if len(live) == len(jobs):
+                if not any(job.cancelled for job in jobs):
                     continue
+                live = [job for job in jobs if not job.cancelled]
                 for job in jobs:
                     if job.cancelled:
                         self._cancel(job)
@@ -294,8 +295,6 @@ class Scheduler:
 
     def _stream(self, rows: list[DecodeRow]) -> None:
         """Tell each streamed row's reader the token it just got."""
-        if not self._streams:
-            return
         for row in rows:
             job = self._streams.get(row.tag)
             if job is not None:
