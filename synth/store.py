@@ -182,7 +182,8 @@ class PersonaStore:
         self._add_rows([self._row(record, deletion_code)])
 
     def add_many(self, records: Iterable[PersonaRecord]) -> int:
-        """Write all records in one transaction (all or nothing); returns how many were written."""
+        """Write all records in one transaction (all or nothing); returns how many were written. A record that
+        replaces one with a deletion code keeps that code."""
         return self._add_rows([self._row(record, None) for record in records])
 
     def _add_rows(self, rows: list[tuple[Any, ...]]) -> int:
@@ -192,7 +193,7 @@ class PersonaStore:
                 " ON CONFLICT(user_id) DO UPDATE SET persona=excluded.persona, statements=excluded.statements,"
                 " model=excluded.model, source=excluded.source, created_at=excluded.created_at,"
                 " consent=excluded.consent, evidence=excluded.evidence, ratings=excluded.ratings,"
-                " deletion_hash=excluded.deletion_hash",
+                " deletion_hash=COALESCE(excluded.deletion_hash, personas.deletion_hash)",
                 rows,
             )
         return len(rows)

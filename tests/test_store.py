@@ -80,6 +80,14 @@ def test_a_deletion_code_removes_its_record_and_only_its_hash_is_kept(tmp_path: 
     assert store.delete_with_code(code) is False
 
 
+def test_a_bulk_write_over_a_contributors_record_keeps_their_deletion_code(tmp_path: Path) -> None:
+    store = PersonaStore(tmp_path / "personas.sqlite")
+    code = new_deletion_code()
+    store.add(record("mine", source="demo"), deletion_code=code)
+    store.add_many([record("mine", source="demo"), record("other", source="demo")])
+    assert store.delete_with_code(code) is True and store.get("mine") is None
+
+
 def test_every_write_raises_the_revision(tmp_path: Path) -> None:
     store = PersonaStore(tmp_path / "personas.sqlite")
     revisions = [store.revision()]
