@@ -50,6 +50,11 @@ def public_evidence(artifact: dict[str, Any], bank: list[BankPair]) -> Evidence:
     return Evidence(tuple(reasoning), tuple(pairs))
 
 
+def _own_ratings(contribution: Contribution, ratings: dict[str, str]) -> dict[str, str]:
+    """Answers count only for the statements the record holds."""
+    return {statement: rating for statement, rating in ratings.items() if statement in contribution.statements}
+
+
 class Contributor:
     """Writes, updates and removes visitors' records in the population store."""
 
@@ -65,8 +70,7 @@ class Contributor:
         return contribution
 
     def update(self, contribution: Contribution, ratings: dict[str, str], share_evidence: bool) -> None:
-        """Write the record with or without the evidence (e.g. when the consent or the answers change); answers
-        count only for the statements the record holds."""
+        """Write the record with or without the evidence (e.g. when the consent changes)."""
         if contribution.removed:
             return
         artifact = contribution.artifact
@@ -74,8 +78,13 @@ class Contributor:
             user_id=contribution.user_id, persona=artifact.get("persona") or "", source="demo", consent=True,
             statements=contribution.statements, model=str(artifact.get("model", "")),
             evidence=public_evidence(artifact, self.bank) if share_evidence else None,
-            ratings={s: r for s, r in ratings.items() if s in contribution.statements} if share_evidence else {})
+            ratings=_own_ratings(contribution, ratings) if share_evidence else {})
         self.store.add(record, deletion_code=contribution.deletion_code)
+
+    def save_ratings(self, contribution: Contribution, ratings: dict[str, str]) -> None:
+        """Replace only the record's answers (the persona is unchanged, so the population is not re-fitted)."""
+        if not contribution.removed:
+            self.store.set_ratings(contribution.user_id, _own_ratings(contribution, ratings))
 
     def remove(self, deletion_code: str) -> bool:
         return self.store.delete_with_code(deletion_code)

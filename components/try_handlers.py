@@ -559,7 +559,10 @@ def rate(parts: TryParts, index: int, session: LabelSession | None, value: str |
             session.ratings[shown[index]] = value
         line = fidelity_html(shown, session.ratings)
         if session.contribution is not None and share_evidence and parts.contributor is not None:
-            _save_contribution(parts, session, share_evidence)
+            try:
+                parts.contributor.save_ratings(session.contribution, session.ratings)
+            except Exception as exc:
+                return line + notice(f"Your answers could not be saved ({exc}); answer again in a moment.", "error")
         return line
 
 

@@ -6,10 +6,12 @@ the evidence behind the persona (``Evidence``: the reasoning, and pairs whose te
 app also keeps the hash of a deletion code its author holds, and the author's own ratings of the statements ("is
 this you?"), stored only with their consent.
 
-Every write is one transaction that also raises the store's revision, so a reader can tell in one cheap query
-whether anything changed (the insights tab re-fits only then). A writer killed at any point leaves either the whole
-write or nothing, and committed rows survive (WAL with synchronous=FULL). Connections are opened per operation, so
-threads and processes can share one file; SQLite's locking plus a busy timeout serialises writers.
+Every write is one transaction that also raises one of two counters, so a reader can tell in one cheap query what
+changed: the revision (personas added, replaced or removed: the insights tab re-fits only then) or the ratings
+revision (a visitor's "is this you?" answers: only the confirmation figures are recomputed). A writer killed at any
+point leaves either the whole write or nothing, and committed rows survive (WAL with synchronous=FULL). Connections
+are opened per operation, so threads and processes can share one file; SQLite's locking plus a busy timeout
+serialises writers.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS personas (
 CREATE INDEX IF NOT EXISTS personas_deletion ON personas (deletion_hash);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('ratings_revision', 0);
 """
 # Version 1 kept a whole artifact per row (every pair, with any extra field of an imported file, and every trace),
 # published without a separate consent: the upgrade drops it rather than carry it over as consented evidence.
@@ -108,7 +111,8 @@ class PersonaRecord:
 
 
 class PersonaStore:
-    """add / add_many / get / list / delete / set_ratings / count / revision over one SQLite file at `path`."""
+    """add / add_many / get / list / ratings / delete / set_ratings / count / revision / ratings_revision over one
+    SQLite file at `path`."""
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
@@ -143,13 +147,13 @@ class PersonaStore:
             connection.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction that raises the revision with whatever it writes."""
+    def _write(self, counter: str = "revision") -> Iterator[sqlite3.Connection]:
+        """One transaction that raises ``counter`` (revision or ratings_revision) with whatever it writes."""
         with self._connection() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
-                connection.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
+                connection.execute("UPDATE meta SET value = value + 1 WHERE key = ?", (counter,))
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -230,9 +234,17 @@ class PersonaStore:
         with self._connection() as connection:
             return [_record(row) for row in connection.execute(query, arguments)]
 
+    def ratings(self, consented_only: bool = False) -> dict[str, dict[str, str]]:
+        """Every user's statement ratings (user id -> statement -> rating), users without any left out."""
+        query = "SELECT user_id, ratings FROM personas WHERE ratings IS NOT NULL" + (
+            " AND consent = 1" if consented_only else "")
+        with self._connection() as connection:
+            return {user_id: json.loads(text) for user_id, text in connection.execute(query)}
+
     def set_ratings(self, user_id: str, ratings: Mapping[str, str]) -> bool:
-        """Replace a user's statement ratings; True if the user has a row."""
-        with self._write() as connection:
+        """Replace a user's statement ratings; True if the user has a row. Raises the ratings revision only: the
+        personas are unchanged."""
+        with self._write("ratings_revision") as connection:
             return connection.execute("UPDATE personas SET ratings = ? WHERE user_id = ?",
                                       (_ratings_json(ratings), user_id)).rowcount > 0
 
@@ -257,9 +269,16 @@ class PersonaStore:
             return int(connection.execute(query).fetchone()[0])
 
     def revision(self) -> int:
-        """A number that grows with every write: equal revisions mean equal contents."""
+        """A number that grows with every write of personas: equal revisions mean the same personas."""
+        return self._counter("revision")
+
+    def ratings_revision(self) -> int:
+        """A number that grows with every ``set_ratings``: equal values mean the same ratings since then."""
+        return self._counter("ratings_revision")
+
+    def _counter(self, key: str) -> int:
         with self._connection() as connection:
-            return int(connection.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+            return int(connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
 
 def _ratings_json(ratings: Mapping[str, str]) -> str | None:

@@ -82,6 +82,8 @@ def test_every_command_is_registered_once():
       "resamples": 0, "model": "offline", "llm_facets": True, "no_cache": True}),
     (["insights", "a.jsonl", "-o", "i.json"], {"model": None, "llm_facets": False, "min_users": 5, "resamples": 5}),
     (["app", "--host", "0.0.0.0", "--port", "9000", "--share"], {"host": "0.0.0.0", "port": 9000, "share": True}),
+    (["prepare", "--model", "offline", "--cache-dir", "c", "--device", "cpu", "--quiet"],
+     {"model": "offline", "cache_dir": "c", "device": "cpu", "quiet": True}),
 ])
 def test_each_command_parses_its_arguments(argv, expected):
     args = build_parser().parse_args(argv)
@@ -102,6 +104,8 @@ def test_each_command_parses_its_arguments(argv, expected):
     ["fit", "p.jsonl", "-o", "a.json", "--stop-at-score", "80"],  # a fraction, not the official percent
     ["fit", "p.jsonl", "-o", "a.json", "--verdict-policy", "vote"],
     ["fit", "p.jsonl", "-o", "a.json", "--tie-break", "random"],
+    ["prepare", "--api-base", "http://h/v1"],  # only local models are prepared: no server to name
+    ["prepare", "--no-cache"],  # prepare caches no LM answers
 ])
 def test_bad_arguments_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -139,6 +143,8 @@ def test_cache_dir_is_the_root_of_every_cache(tmp_path, monkeypatch):
     use_cache_dir(build_parser().parse_args(["fit", "p.jsonl", "-o", "a.json", "--cache-dir", str(tmp_path / "c")]))
     assert os.environ["SYNTH_CACHE_DIR"] == str(tmp_path / "c")
     assert cache_dir("dspy") == tmp_path / "c" / "dspy" and cache_dir("embeddings") == tmp_path / "c" / "embeddings"
+    assert main(["prepare", "--model", "openai/x", "--cache-dir", str(tmp_path / "p"), "--quiet"]) == 0
+    assert os.environ["SYNTH_CACHE_DIR"] == str(tmp_path / "p")  # prepare converts into the same cache root
 
 
 def test_the_cli_reference_documents_every_flag_of_every_command():

@@ -95,6 +95,21 @@ def test_a_change_refits_once_in_the_background_while_the_previous_fit_is_served
     assert shared.by_key(first.key) is first  # a shown view's insight ids keep meaning the same thing
 
 
+def test_a_rating_recomputes_the_confirmation_figures_without_a_refit(tmp_path: Path) -> None:
+    store, pipeline = _store(tmp_path), CountingPipeline()
+    shared = SharedPopulation(store, _sample(tmp_path), pipeline)
+    first = shared.latest(True, timeout=60)
+    assert first.fidelity.n_users == 1 and first.population.ratings == {"u-1": {"She bakes bread.": "me"}}
+    store.set_ratings("cook-0", {"He likes to cook stew.": "not_me"})
+    store.set_ratings("u-private", {"The user loves chess.": "me"})  # not consented: never counted
+    rated = shared.latest(True, timeout=0)
+    assert rated.key == first.key and rated.revision == store.revision() and pipeline.fits == 1
+    assert rated.result is first.result and rated.fidelity.n_users == 2
+    assert rated.population.ratings == {"u-1": {"She bakes bread.": "me"},
+                                        "cook-0": {"He likes to cook stew.": "not_me"}}
+    assert shared.by_key(first.key) is rated and shared.latest(True, timeout=0) is rated  # computed once
+
+
 def test_keys_name_fits_until_they_are_dropped(tmp_path: Path) -> None:
     store = _store(tmp_path)
     shared = SharedPopulation(store, _sample(tmp_path), CountingPipeline(), keep=1)

@@ -88,20 +88,31 @@ def test_a_bulk_write_over_a_contributors_record_keeps_their_deletion_code(tmp_p
     assert store.delete_with_code(code) is True and store.get("mine") is None
 
 
-def test_every_write_raises_the_revision(tmp_path: Path) -> None:
+def test_persona_writes_raise_the_revision_and_ratings_only_the_ratings_revision(tmp_path: Path) -> None:
     store = PersonaStore(tmp_path / "personas.sqlite")
-    revisions = [store.revision()]
+    revisions = [(store.revision(), store.ratings_revision())]
     store.add(record("a"))
-    revisions.append(store.revision())
+    revisions.append((store.revision(), store.ratings_revision()))
     store.set_ratings("a", {"Persona of a.": "not_me"})
-    revisions.append(store.revision())
+    revisions.append((store.revision(), store.ratings_revision()))
     store.delete("a")
-    revisions.append(store.revision())
-    assert revisions == sorted(set(revisions)) and len(revisions) == 4
+    revisions.append((store.revision(), store.ratings_revision()))
+    assert revisions == [(0, 0), (1, 0), (1, 1), (2, 1)]
     with pytest.raises(ValueError, match="ratings must be one of"):
         store.set_ratings("a", {"x": "maybe"})
-    assert store.revision() == revisions[-1]  # a refused write changes nothing
+    assert (store.revision(), store.ratings_revision()) == revisions[-1]  # a refused write changes nothing
     assert store.set_ratings("nobody", {}) is False
+
+
+def test_ratings_are_read_per_user_and_only_with_consent_when_asked(tmp_path: Path) -> None:
+    store = PersonaStore(tmp_path / "personas.sqlite")
+    store.add(record("a"))
+    store.add(record("b", consent=False))
+    store.add(record("c"))
+    store.set_ratings("a", {"Persona of a.": "me"})
+    store.set_ratings("b", {"Persona of b.": "not_me"})
+    assert store.ratings() == {"a": {"Persona of a.": "me"}, "b": {"Persona of b.": "not_me"}}
+    assert store.ratings(consented_only=True) == {"a": {"Persona of a.": "me"}}
 
 
 def test_a_version_1_store_is_upgraded_and_its_unconsented_artifacts_dropped(tmp_path: Path) -> None:

@@ -460,8 +460,10 @@ def test_ratings_give_the_fidelity_and_are_stored_only_with_consent(parts, fitte
     assert record.ratings == {}  # contributed without the evidence consent
     on.share_evidence_changed(parts, session, True)
     assert store_of(parts).get(session.contribution.user_id).ratings == {PERSONA: on.ME}
+    revision = store_of(parts).revision()
     line = on.rate(parts, 0, session, on.NOT_ME, True)
     assert "0%" in line and store_of(parts).get(session.contribution.user_id).ratings == {PERSONA: on.NOT_ME}
+    assert store_of(parts).revision() == revision  # an answer re-fits no population: only the ratings moved
     assert on.rate(parts, 5, session, on.ME, True) == line  # no such statement: nothing changes
 
 

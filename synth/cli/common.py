@@ -50,23 +50,29 @@ def fraction(text: str) -> float:
     return value
 
 
-def add_model_options(parser: argparse.ArgumentParser, default_text: str = "$SYNTH_MODEL, else offline") -> None:
+def add_model_options(parser: argparse.ArgumentParser, default_text: str = "$SYNTH_MODEL, else offline",
+                      remote: bool = True) -> None:
+    """``remote=False`` for commands that only ever touch local models (no server to name)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=None, help=f"{MODEL_HELP} (default: {default_text})")
-    group.add_argument("--api-base", default=None,
-                       help="URL of an OpenAI-compatible server (vLLM, Ollama...), e.g. http://host:8000/v1")
-    group.add_argument("--api-key", default=None, help="key for --api-base or the provider (default: the provider's "
-                                                       "environment variable, e.g. $OPENAI_API_KEY)")
+    if remote:
+        group.add_argument("--api-base", default=None,
+                           help="URL of an OpenAI-compatible server (vLLM, Ollama...), e.g. http://host:8000/v1")
+        group.add_argument("--api-key", default=None, help="key for --api-base or the provider (default: the "
+                                                           "provider's environment variable, e.g. $OPENAI_API_KEY)")
     group.add_argument("--device", default="auto", help="for local models: auto (CUDA > MPS > CPU), cuda, mps or cpu")
 
 
-def add_cache_options(parser: argparse.ArgumentParser) -> None:
+def add_cache_options(parser: argparse.ArgumentParser, responses: bool = True) -> None:
+    """``responses=False`` for commands that cache no LM answers (``--no-cache`` would mean nothing there)."""
     group = parser.add_argument_group("caches")
     group.add_argument("--cache-dir", default=None,
                        help="root of synth's caches: DSPy responses, embeddings, converted models (same as "
                             "$SYNTH_CACHE_DIR; default ~/.cache/synth)")
-    group.add_argument("--no-cache", action="store_true",
-                       help="compute every answer afresh: never read or write cached LM responses (or embeddings)")
+    if responses:
+        group.add_argument("--no-cache", action="store_true",
+                           help="compute every answer afresh: never read or write cached LM responses (or "
+                                "embeddings)")
 
 
 def add_threads_option(parser: argparse.ArgumentParser, default: int | None, default_text: str) -> None:

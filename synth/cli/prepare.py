@@ -20,6 +20,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, flush=True)
 
+    common.use_cache_dir(args)
     spec = resolve_spec(args.model)
     if not spec.startswith("local:"):
         say(f"{spec} is a remote model: nothing to prepare")
@@ -37,6 +38,7 @@ def register(commands) -> None:
     """Add ``prepare`` to the ``synth`` sub-command parser."""
     prepare = commands.add_parser("prepare", help="convert and cache a local model now, so the first start is fast "
                                                   "(model: $SYNTH_MODEL, else offline)")
-    common.add_model_options(prepare)
+    common.add_model_options(prepare, remote=False)
+    common.add_cache_options(prepare, responses=False)
     common.add_quiet_option(prepare)
     prepare.set_defaults(func=cmd_prepare)

@@ -3,7 +3,8 @@
 The population is the bundled synthetic sample (optional) plus the persona store's consented personas; a store
 persona replaces a sample persona with the same user id. An event reads only the store's revision (one small
 query): when it moved, one background thread re-fits the population once while every session keeps being served
-the previous fit. Each fit has a key, so a view that was shown (its ranked list, its insight ids) is answered from
+the previous fit. When only the ratings moved ("is this you?" answers), the fit stays and only its confirmation
+figures are recomputed. Each fit has a key, so a view that was shown (its ranked list, its insight ids) is answered from
 that same fit until the visitor refreshes.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from synth.fidelity import PopulationFidelity, Rating, population_fidelity
@@ -70,6 +71,7 @@ class PopulationFit:
     estimator: PopulationInsights
     result: InsightsResult
     fidelity: PopulationFidelity  # how often members confirmed their statements, under the privacy floor
+    ratings_revision: int  # the store's ratings revision ``fidelity`` was computed at
 
 
 def fit_key(revision: int, include_sample: bool) -> str:
@@ -122,11 +124,27 @@ class SharedPopulation:
             newest = self._newest(include_sample)
             if newest is None and key in self._failures:
                 raise self._failures[key]
-            return newest
+        return None if newest is None else self._with_current_ratings(newest)
 
     def by_key(self, key: str) -> PopulationFit | None:
         with self._changed:
             return self._fits.get(key)
+
+    def _with_current_ratings(self, fit: PopulationFit) -> PopulationFit:
+        """``fit`` with the confirmation figures of the store's current ratings (recomputed only when they moved)."""
+        ratings_revision = self.store.ratings_revision()
+        if ratings_revision == fit.ratings_revision:
+            return fit
+        members = {persona.user_id for persona in fit.population.personas} - fit.population.sample_ids
+        ratings = {user_id: answers for user_id, answers in self.store.ratings(consented_only=True).items()
+                   if user_id in members}
+        population = replace(fit.population, ratings=ratings)
+        updated = replace(fit, population=population, fidelity=_fidelity(population, fit.result),
+                          ratings_revision=ratings_revision)
+        with self._changed:
+            if self._fits.get(fit.key) is fit:
+                self._fits[fit.key] = updated
+        return updated
 
     def _newest(self, include_sample: bool) -> PopulationFit | None:
         fits = [fit for fit in self._fits.values() if fit.include_sample == include_sample]
@@ -161,6 +179,7 @@ class SharedPopulation:
                 self._changed.notify_all()
 
     def _fit(self, revision: int, include_sample: bool) -> PopulationFit:
+        ratings_revision = self.store.ratings_revision()  # read first: a rating written meanwhile is caught later
         population = Population.load(self.store, self.sample_path, include_sample)
         if not population.personas:
             raise EmptyPopulationError(
@@ -168,8 +187,11 @@ class SharedPopulation:
             )
         estimator = self.pipeline_factory()
         result = estimator.fit(population.personas)
-        ratings = [Rating(user_id, statement, verdict) for user_id, answers in population.ratings.items()
-                   for statement, verdict in answers.items()]
-        fidelity = population_fidelity(ratings, population.ratings.keys(), result)
         return PopulationFit(fit_key(revision, include_sample), revision, include_sample, population, estimator,
-                             result, fidelity)
+                             result, _fidelity(population, result), ratings_revision)
+
+
+def _fidelity(population: Population, result: InsightsResult) -> PopulationFidelity:
+    ratings = [Rating(user_id, statement, verdict) for user_id, answers in population.ratings.items()
+               for statement, verdict in answers.items()]
+    return population_fidelity(ratings, population.ratings.keys(), result)
