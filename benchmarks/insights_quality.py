@@ -8,11 +8,12 @@ filler lines and a closing summary) and `fused` (plain prose, facets paraphrased
 sentence). A planted facet is recovered when a shown insight's users have Jaccard >= 0.5 with the facet's users.
 
 Rows: the pipeline's default (UMAP to 5-d, then HDBSCAN leaf clusters holding at least 1% of the statements; a
-wording that at least a fifth of personas share is an insight of its own, not clustered), the default without that
+wording that at least a fifth of personas share is an insight of its own, not clustered; clusters whose c-TF-IDF
+vectors have a cosine of at least 0.16 are joined), the default without the joining, without the common-wording
 rule, the other clusterer and reduction variants measured for that choice, and the baseline the issue describes
 (split on lines, list items and sentences, strip markdown, drop fragments under 3 words, all-MiniLM-L6-v2, k-means
-with k chosen by silhouette over 10..38, privacy floor 5). Embeddings are cached in a temporary folder shared by
-all rows.
+with k chosen by silhouette over 10..38, privacy floor 5). Embeddings are cached in a folder shared by all rows
+(`--cache-dir`, default a temporary one).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ MIN_USERS = 5
 def pipeline_variants() -> dict[str, Callable[[], dict]]:
     """Name -> the PopulationInsights parts of that variant (the first is the default)."""
     return {
-        "default: UMAP 5-d + HDBSCAN leaf (>= 1% of statements), common wordings apart": dict,
+        "default: UMAP 5-d + HDBSCAN leaf (>= 1% of statements), common wordings apart, same-vocabulary joined": dict,
+        "default without joining clusters of the same vocabulary": lambda: {"merge_similarity": None},
         "default without the common-wording rule": lambda: {"common_share": None},
         "UMAP 5-d + HDBSCAN leaf, minimum 5 statements": lambda: {
             "reducer": UMAPReducer(), "clusterer": HDBSCANClusterer(min_cluster_share=0.0)},
@@ -121,6 +123,7 @@ def main() -> None:
                         help="generator:users pairs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="*", help="only these variant names (default: all)")
+    parser.add_argument("--cache-dir", help="embedding cache folder kept between runs (default: a temporary one)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     variants = pipeline_variants()
@@ -129,8 +132,8 @@ def main() -> None:
     print("| population | users | seed | method | facets recovered | topic + life facets | insights shown |"
           " largest insight (users) | fit |")
     print("|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as cache:
-        embedder = CachedEmbedder(SentenceTransformerEmbedder(), cache)
+    with tempfile.TemporaryDirectory() as temporary:
+        embedder = CachedEmbedder(SentenceTransformerEmbedder(), args.cache_dir or temporary)
         for spec in args.populations:
             name, size = spec.split(":")
             for seed in args.seeds:

@@ -24,6 +24,7 @@ import gradio as gr
 from components.limits import GateRefused, Limits, ModelGate, client_address
 from synth.insights.population import EmptyPopulationError, PopulationFit, SharedPopulation
 from synth.insights.report import map_figure, stability_word
+from synth.insights.types import Insight, InsightsResult
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 NO_INSIGHT = "none (unusual here)"
@@ -31,6 +32,7 @@ FIRST_FIT_WAIT_S = 600.0  # how long the first view waits for the first fit afte
 THEME_CHARS = 48  # the ranked list's theme column shows names this long (the themes table shows them whole)
 PLACE_WAIT_S = 30  # how long a placement waits for the one before it
 PLACE_LINE = 8  # placements waiting at most, all visitors together
+COMMON_GROUND = "common ground: "  # marks a wording many personas share (filler), not a trait setting users apart
 STALE = "This view's population has been replaced by a newer one: press “Refresh population” to see it."
 
 
@@ -71,7 +73,7 @@ def ranked_rows(fit: PopulationFit, query: str | None) -> list[list[Any]]:
                 leaf.id,
                 leaf.n_users,
                 f"{100 * leaf.n_users / max(result.n_users, 1):.0f}%",
-                leaf.name,
+                insight_label(result, leaf),
                 ", ".join(leaf.keywords[:5]),
                 stability_word(leaf.stability),
                 confirmed_text(fit, leaf.id),
@@ -79,6 +81,11 @@ def ranked_rows(fit: PopulationFit, query: str | None) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def insight_label(result: InsightsResult, insight: Insight) -> str:
+    """The insight's name, marked when it is common ground (one wording many personas share)."""
+    return COMMON_GROUND + insight.name if result.is_common_ground(insight.id) else insight.name
 
 
 def theme_rows(fit: PopulationFit) -> list[list[Any]]:
@@ -89,10 +96,10 @@ def theme_rows(fit: PopulationFit) -> list[list[Any]]:
         rows.append([theme.id, theme.n_users, theme.name, stability_word(theme.stability), "", ""])
         for child_id in theme.children:
             child = result.get(child_id)
-            rows.append(["", child.n_users, "", "", child.id, child.name])
+            rows.append(["", child.n_users, "", "", child.id, insight_label(result, child)])
     for leaf in result.leaves:
         if leaf.parent is None:
-            rows.append(["(no theme)", leaf.n_users, "", "", leaf.id, leaf.name])
+            rows.append(["(no theme)", leaf.n_users, "", "", leaf.id, insight_label(result, leaf)])
     return rows
 
 
@@ -125,8 +132,9 @@ def fidelity_text(fit: PopulationFit) -> str:
 
 
 def insight_choices(fit: PopulationFit) -> list[tuple[str, str]]:
-    return [(f"{leaf.n_users} users \u2014 {leaf.name}", leaf.id) for leaf in fit.result.leaves] + [
-        (f"theme: {theme.n_users} users \u2014 {theme.name}", theme.id) for theme in fit.result.themes
+    result = fit.result
+    return [(f"{leaf.n_users} users \u2014 {insight_label(result, leaf)}", leaf.id) for leaf in result.leaves] + [
+        (f"theme: {theme.n_users} users \u2014 {theme.name}", theme.id) for theme in result.themes
     ]
 
 
@@ -139,6 +147,9 @@ def insight_details(fit: PopulationFit, insight_id: str) -> str:
         f"keywords: {escape_markdown(', '.join(insight.keywords))} \u00b7 {stability_word(insight.stability)}"
     )
     confirmed = confirmed_text(fit, insight_id)
+    if result.is_common_ground(insight_id):
+        details += ("  \nCommon ground: one wording that many personas share (such as the filler models add to every "
+                    "persona), shown on its own rather than as a trait that sets some users apart.")
     if confirmed:
         details += f"  \nConfirmed by their authors: {confirmed} rated statements"
     if insight.children:

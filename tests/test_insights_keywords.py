@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from synth.insights import class_tfidf_keywords
+from synth.insights.keywords import merge_by_vocabulary
 
 
 def test_class_tfidf_prefers_words_distinctive_for_a_class() -> None:
@@ -36,3 +39,13 @@ def test_a_large_class_is_counted_on_a_seeded_sample_with_the_same_keywords() ->
     sampled = class_tfidf_keywords(groups, top_n=2, max_per_class=50)
     assert sampled == class_tfidf_keywords(groups, top_n=2, max_per_class=50)
     assert sampled[0][0] == "bees roof" and "chess" in sampled[1][0]
+
+
+def test_clusters_set_apart_by_the_same_words_are_joined() -> None:
+    texts = ["Honeybees: keeps two hives", "Honeybees: jars honey in summer", "Apiary Hobby: keeps two hives",
+             "Apiary Hobby: jars honey in summer", "Chess: plays online chess daily", "Chess: studies endgames",
+             "Knits a scarf"]
+    labels = np.array([0, 0, 1, 1, 2, 2, -1])
+    assert merge_by_vocabulary(labels, texts, 0.3).tolist() == [0, 0, 0, 0, 2, 2, -1]
+    assert merge_by_vocabulary(labels, texts, 0.99).tolist() == labels.tolist()
+    assert merge_by_vocabulary(np.array([0, -1]), texts[:2], 0.3).tolist() == [0, -1]

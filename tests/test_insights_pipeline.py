@@ -209,3 +209,23 @@ def test_clearly_planted_traits_are_recovered_with_real_embeddings(tmp_path) -> 
     for trait in ("privacy", "caution", "programming", "structured"):
         assert recovery[trait] >= 0.5, (trait, recovery)
     assert recovered_share(recovery) >= 12 / 26
+
+
+def test_clusters_of_one_trait_in_two_wordings_are_one_insight() -> None:
+    """Ten beekeepers under two bold labels (which the embedder, like a density clusterer, tells apart) and six
+    gardeners: the two label clusters share their distinctive words, so they are one insight."""
+    personas = [Persona(f"bee-{i}", f"- **{'Apiary Hobby' if i % 2 else 'Beekeeping'}**: Keeps {i + 2} hives of bees "
+                                    f"and jars honey, batch {i}.") for i in range(10)]
+    personas += [Persona(f"garden-{i}", f"She tends a garden of roses, bed {i}.") for i in range(6)]
+
+    def user_sets(**kwargs) -> set[frozenset[str]]:
+        result = PopulationInsights(embedder=TopicEmbedder(["apiary", "beekeeping", "garden"]),
+                                    clusterer=KMeansClusterer(n_clusters=3), projector=PCAProjector(),
+                                    n_resamples=0, **kwargs).fit(personas)
+        return {frozenset(leaf.user_ids) for leaf in result.leaves}
+
+    bees, gardeners = {p.user_id for p in personas[:10]}, {p.user_id for p in personas[10:]}
+    assert user_sets() == {frozenset(bees), frozenset(gardeners)}
+    assert frozenset(bees) not in user_sets(merge_similarity=None)
+    with pytest.raises(ValueError, match="merge_similarity must be in"):
+        user_sets(merge_similarity=1.5)

@@ -5,9 +5,9 @@ its own:
  1. `_split`: each persona into trait statements (or the statements it carries), and their distinct trait cores;
     `_find_common_wordings`: wordings that a large share of personas share (filler, like stop words);
  2. `_embed`: each distinct core once (cached by text hash); `_reduce`: fewer dimensions for the clusterer;
- 3. `_cluster`: the distinct cores (each common wording is a cluster of its own); a cluster's size is the number
-    of *unique users* with a statement in it, and clusters with fewer than `min_users` users are hidden (privacy
-    floor: only their count is reported);
+ 3. `_cluster`: the distinct cores (each common wording is a cluster of its own; clusters set apart by the same
+    distinctive words are joined); a cluster's size is the number of *unique users* with a statement in it, and
+    clusters with fewer than `min_users` users are hidden (privacy floor: only their count is reported);
  4. `_group_themes`: insights grouped by average-linkage of their centroids into about sqrt(#insights) themes;
  5. `_measure_stability`: re-cluster `n_resamples` times on a random `resample_fraction` of users with other
     seeds, and score each insight by its best Jaccard match (of statements) in each re-run, averaged;
@@ -35,7 +35,7 @@ from synth.insights.embedding import (
     Embedder,
     SentenceTransformerEmbedder,
 )
-from synth.insights.keywords import class_tfidf_keywords
+from synth.insights.keywords import class_tfidf_keywords, merge_by_vocabulary
 from synth.insights.naming import (
     CentralStatementNamer,
     ChildNamesThemeNamer,
@@ -108,6 +108,12 @@ class PopulationInsights:
     user apart. A trait is many wordings each held by a few users, so the clusterer, which sees distinct
     wordings, cannot give one shared wording a cluster of its own and would merge it into the nearest trait.
     Each common wording is its own insight instead (listed in `params["common_insights"]`); None turns this off.
+
+    `merge_similarity`: clusters whose c-TF-IDF vectors (the words that set each apart, as in BERTopic's topic
+    reduction) have at least this cosine are joined, since the same distinctive words make them one trait in
+    several wordings (a density clusterer splits a trait by wording, e.g. one cluster per bold label a model chose).
+    The default is the lowest value, in steps of 0.02, at which no planted trait of the tuning generator was lost
+    (docs/insights.md); None turns this off.
     """
 
     def __init__(
@@ -125,6 +131,7 @@ class PopulationInsights:
         seed: int = 0,
         cache_dir: str | None = None,
         common_share: float | None = 0.2,
+        merge_similarity: float | None = 0.16,
     ) -> None:
         self.splitter = splitter
         self.embedder = embedder
@@ -139,6 +146,7 @@ class PopulationInsights:
         self.seed = seed
         self.cache_dir = cache_dir
         self.common_share = common_share
+        self.merge_similarity = merge_similarity
 
     @classmethod
     def _parameter_names(cls) -> list[str]:
@@ -205,6 +213,8 @@ class PopulationInsights:
             raise ValueError("resample_fraction must be in (0, 1]")
         if self.common_share is not None and not 0 < self.common_share <= 1:
             raise ValueError("common_share must be in (0, 1] or None")
+        if self.merge_similarity is not None and not 0 < self.merge_similarity <= 1:
+            raise ValueError("merge_similarity must be in (0, 1] or None")
         self.splitter_ = self.splitter or SentenceSplitter()
         self.embedder_ = self.embedder or CachedEmbedder(SentenceTransformerEmbedder(), self.cache_dir)
         # The default clusterer comes with its reducer (BERTopic's pair); a clusterer passed in sees the embeddings
@@ -251,12 +261,16 @@ class PopulationInsights:
 
     def _cluster_cores(self, cores: np.ndarray, seed: int) -> np.ndarray:
         """Cluster labels of `cores` (indices into `cores_`): each common wording its own cluster, the rest as the
-        clusterer labels them."""
+        clusterer labels them, with clusters of the same distinctive words joined (see `merge_similarity`)."""
         common = self.core_common_[cores]
         labels = np.full(len(cores), -1, dtype=np.int64)
         rest = np.flatnonzero(common < 0)
         if len(rest):
             labels[rest] = self.clusterer_.cluster(self.space_[cores[rest]], seed)
+            if self.merge_similarity is not None:
+                labels[rest] = merge_by_vocabulary(
+                    labels[rest], [self.cores_[i] for i in cores[rest]], self.merge_similarity, seed=seed
+                )
         labels[common >= 0] = labels.max(initial=-1) + 1 + common[common >= 0]
         return labels
 
@@ -409,6 +423,7 @@ class PopulationInsights:
             "resample_fraction": self.resample_fraction,
             "seed": self.seed,
             "common_share": self.common_share,
+            "merge_similarity": self.merge_similarity,
         }
 
     # ------------------------------------------------------------------ helpers of the stages

@@ -86,6 +86,11 @@ class InsightsResult:
     def themes(self) -> tuple[Insight, ...]:
         return tuple(insight for insight in self.insights if insight.is_theme)
 
+    def is_common_ground(self, insight_id: str) -> bool:
+        """Whether the insight is one wording that a large share of personas carry (common ground shared by many
+        personas, such as the filler models add to every persona), not a trait that sets some users apart."""
+        return insight_id in self.params.get("common_insights", ())
+
     def get(self, insight_id: str) -> Insight:
         for insight in self.insights:
             if insight.id == insight_id:
