@@ -10,7 +10,7 @@ For each batch size, that many rows of ``--context`` random tokens are prefilled
 On a GPU, launch close to forward means the step is bound by Python and kernel launches, not by the GPU.
 
     PYTHONPATH=. python benchmarks/decode_step.py --model offline --batches 1,4,16 --context 600 --steps 10
-        [--dtype float32] [--quantize int8]
+        [--dtype float32] [--quantize none|int8|auto]
     PYTHONPATH=. python benchmarks/decode_step.py --dummy llama-3.2-3b --tokenizer DIR --batches 1,16,64
 """
 
@@ -31,7 +31,7 @@ from fit_time import DUMMY_ARCHITECTURES, build_dummy
 
 from synth.lm import resolve_spec
 from synth.lm.config import EngineConfig
-from synth.lm.loading import LocalModel
+from synth.lm.loading import QUANTIZATIONS, QUANTIZE_HELP, LocalModel
 from synth.lm.runner import DecodeBatch, DecodeRow, ModelRunner
 from synth.lm.sampling import GenerationParams
 
@@ -102,8 +102,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=2000, help="prompt tokens per row")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
-    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
-                        help="int8: the linear layers in int8 on the CPU (opt-in, see docs/performance.md)")
+    parser.add_argument("--quantize", default="none", choices=QUANTIZATIONS, help=QUANTIZE_HELP)
     parser.add_argument("--profile", action="store_true",
                         help="also profile steps at the largest batch (torch.profiler: top operators by time)")
     args = parser.parse_args()
@@ -114,8 +113,7 @@ def main() -> None:
     if args.dummy:
         source = build_dummy(args.dummy, args.tokenizer, Path(tempfile.mkdtemp(prefix=f"dummy-{args.dummy}-")))
     runner = ModelRunner(LocalModel(source, dtype=args.dtype, quantize=args.quantize).load(), EngineConfig())
-    quantized = ", int8 linear layers" if runner.local_model.quantization == "int8" else ""
-    print(f"{runner.local_model.display_name} on {runner.device} in {runner.network.dtype}{quantized}; "
+    print(f"{runner.local_model.display_name} on {runner.device} in {runner.local_model.precision}; "
           f"{args.context}-token prompts, {args.steps} steps")
     print(f"{'rows':>5}{'prefill s':>11}{'prefill tok/s':>15}{'step ms':>9}{'forward ms':>12}{'launch ms':>11}"
           f"{'tok/s':>9}")

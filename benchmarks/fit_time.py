@@ -7,7 +7,7 @@ DSPy's cache off and the engine's prefix store emptied, so no run reuses another
 also pays for kernel warm-up, which is why ``--runs`` defaults to 2.
 
     PYTHONPATH=. python benchmarks/fit_time.py --model offline --pairs 10 [--quick] [--threads N] [--dtype float32]
-        [--quantize int8]
+        [--quantize none|int8|auto]
     PYTHONPATH=. python benchmarks/fit_time.py --dummy llama-3.2-3b --tokenizer DIR
 
 ``--dummy ARCH`` builds that architecture with random weights (as vLLM's ``--load-format dummy`` does for
@@ -48,10 +48,11 @@ import dspy
 from throughput import Meter
 
 from synth.data import load_pairs
+from synth.events import StageFinished, StageStarted
 from synth.lm import fit_threads, resolve_spec
 from synth.lm.config import EngineConfig
 from synth.lm.engine import LocalEngine
-from synth.lm.loading import LocalModel
+from synth.lm.loading import QUANTIZATIONS, QUANTIZE_HELP, LocalModel, isa_limits
 from synth.lm.runner import kv_bytes_per_token
 from synth.pipeline import SynthesizeMe
 
@@ -106,8 +107,9 @@ def one_fit(lm: dspy.LM, pairs, args) -> dict:
               "steps": stats.decode_steps, "prefill_s": stats.prefill_seconds, "decode_s": stats.decode_seconds}
     fitted = SynthesizeMe(lm=lm, quick=args.quick, num_threads=args.threads,
                           **({"reasoning_tokens": args.reasoning_tokens} if args.reasoning_tokens else {}))
+    phases = PhaseCounters(engine, meter)
     started = time.perf_counter()
-    fitted.fit(pairs)
+    fitted.fit(pairs, callback=phases.hear)
     seconds = time.perf_counter() - started
     del engine.generate, engine.choice_probabilities  # drop this run's meter
     timings = fitted.artifact_["timings"]
@@ -120,7 +122,30 @@ def one_fit(lm: dspy.LM, pairs, args) -> dict:
             "prefills": stats.prefills_run - before["prefills"], "prefill_s": stats.prefill_seconds
             - before["prefill_s"], "steps": steps, "ms_per_step": 1000 * decode_s / max(1, steps),
             "peak_rows": stats.peak_rows, "val_accuracy": fitted.artifact_["validation_accuracy"],
-            "digest": artifact_digest(fitted.artifact_)}
+            "digest": artifact_digest(fitted.artifact_), "phases": phases.totals}
+
+
+class PhaseCounters:
+    """The engine's counters over each stage of a fit (bootstrap, persona, demos), read at its start and end."""
+
+    def __init__(self, engine: LocalEngine, meter: Meter):
+        self.engine, self.meter = engine, meter
+        self.totals: dict[str, dict[str, float]] = {}
+        self._started: dict[str, float] = {}
+
+    def read(self) -> dict[str, float]:
+        runner, stats, meter = self.engine.runner, self.engine.stats, self.meter
+        return {"prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
+                "generations": meter.calls, "scorings": meter.scorings, "prefilled": runner.computed_tokens,
+                "reused": runner.reused_tokens, "prefill_s": stats.prefill_seconds, "steps": stats.decode_steps,
+                "decode_s": stats.decode_seconds}
+
+    def hear(self, event) -> None:
+        if isinstance(event, StageStarted):
+            self._started[event.stage.value] = self.read()
+        elif isinstance(event, StageFinished):
+            before, now = self._started.pop(event.stage.value), self.read()
+            self.totals[event.stage.value] = {key: now[key] - before[key] for key in now} | {"seconds": event.seconds}
 
 
 def artifact_digest(artifact: dict) -> str:
@@ -145,8 +170,9 @@ def describe_device(model: LocalModel) -> str:
     where = model.device
     if where == "cuda":
         where = f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    quantized = ", int8 linear layers" if model.quantization == "int8" else ""
-    return f"{model.display_name} on {where} in {model.model.dtype}{quantized}, loaded in {model.load_seconds:.1f}s"
+    limits = f" (kernel limits: {isa_limits()})" if isa_limits() else ""
+    return (f"{model.display_name} on {where}{limits} in {model.precision}, loaded in {model.load_seconds:.1f}s; "
+            f"load average {os.getloadavg()[0]:.1f}")
 
 
 def print_table(rows: list[dict]) -> None:
@@ -159,6 +185,14 @@ def print_table(rows: list[dict]) -> None:
               f"{row['reused']:>9}{row['completion_tokens']:>11}{row['prefills']:>10}{row['prefill_s']:>11.1f}{row['steps']:>7}"
               f"{row['ms_per_step']:>9.1f}{row['peak_rows']:>11}{row['val_accuracy']:>9.2f}")
     print("artifact digests: " + ", ".join(row["digest"] for row in rows))
+    print(f"\n{'run':>3} {'stage':<10}{'wall s':>8}{'gens':>6}{'scores':>8}{'prompt tok':>12}{'prefilled':>11}"
+          f"{'reused':>9}{'compl tok':>11}{'prefill s':>11}{'steps':>7}{'decode s':>10}")
+    for index, row in enumerate(rows, 1):
+        for stage, phase in row["phases"].items():
+            print(f"{index:>3} {stage:<10}{phase['seconds']:>8.1f}{phase['generations']:>6}{phase['scorings']:>8}"
+                  f"{phase['prompt_tokens']:>12}{phase['prefilled']:>11}{phase['reused']:>9}"
+                  f"{phase['completion_tokens']:>11}{phase['prefill_s']:>11.1f}{phase['steps']:>7}"
+                  f"{phase['decode_s']:>10.1f}")
     print("prompt tok: of the generations; prefilled / reused: prompt tokens of generations and scorings run through "
           "the model / taken from stored prefixes; prefills: batched prompt passes; steps: batched decoding steps; "
           "peak rows: most rows decoding together")
@@ -171,8 +205,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="tokenizer directory for --dummy")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
-    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
-                        help="int8: the linear layers in int8 on the CPU (opt-in, see docs/performance.md)")
+    parser.add_argument("--quantize", default="none", choices=QUANTIZATIONS, help=QUANTIZE_HELP)
     parser.add_argument("--threads", type=int, help="concurrent LM calls (default: the fit's, see fit_threads)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--quick", action="store_true")

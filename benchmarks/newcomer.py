@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from synth.lm.loading import isa_limits
 from tests.studio_browser import (  # the checkout root is on the path first, as for the tests
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -64,7 +65,8 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=5)
     parser.add_argument("--fit-timeout", type=float, default=1800, help="seconds to wait for the persona")
     args = parser.parse_args()
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores) · model: {os.environ.get('SYNTH_MODEL') or 'offline'}")
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores), kernel limits: {isa_limits() or 'none'} · model: "
+          f"{os.environ.get('SYNTH_MODEL') or 'offline'}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("| run | command → first pair (s) | page → first persona, quick fit of "
           f"{args.labels} labels (s) |\n|---|---|---|")

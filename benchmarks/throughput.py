@@ -12,7 +12,7 @@ step's calls, where many requests share a long prefix.
 transformers' continuous batching (``generate_batch``), which is how the CPU's batch rows were chosen.
 
     PYTHONPATH=. .venv/bin/python benchmarks/throughput.py [--demos 3] [--max-tokens 96] [--raw]
-        [--dtype float32] [--quantize int8]
+        [--dtype float32] [--quantize none|int8|auto]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from synth.judge import PairwiseJudge
 from synth.lm import packaged_model_path
 from synth.lm.config import EngineConfig
 from synth.lm.engine import LocalEngine
-from synth.lm.loading import LocalModel
+from synth.lm.loading import QUANTIZATIONS, QUANTIZE_HELP, LocalModel, isa_limits
 from synth.lm.prompts import PromptFormat
 from synth.lm.sampling import GenerationParams
 from synth.parallel import run_concurrently
@@ -178,16 +178,15 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true", help="also compare capacity caps and generate_batch")
     parser.add_argument("--caps", default="4,8,16,32")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
-    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
-                        help="int8: the linear layers in int8 on the CPU (opt-in, see docs/performance.md)")
+    parser.add_argument("--quantize", default="none", choices=QUANTIZATIONS, help=QUANTIZE_HELP)
     parser.add_argument("--demos", type=int, default=0,
                         help="0: the bootstrap step's judge; K: a demo-selection candidate (persona + K demos)")
     args = parser.parse_args()
 
     load_started = time.perf_counter()
     model = LocalModel(packaged_model_path(), dtype=args.dtype, quantize=args.quantize).load()
-    print(f"model {model.display_name} on {model.device} in {model.model.dtype}"
-          f"{', int8 linear layers' if model.quantization == 'int8' else ''}, "
+    limits = f" (kernel limits: {isa_limits()})" if isa_limits() else ""
+    print(f"model {model.display_name} on {model.device}{limits} in {model.precision}, "
           f"loaded in {time.perf_counter() - load_started:.1f}s, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     cases = judge_cases(args.prompts, args.max_turn_chars)

@@ -9,7 +9,7 @@ then N at once, for each N. The engine's prefix store is emptied before each run
 prompt prefixes only within a run, as visitors arriving together would.
 
     PYTHONPATH=. .venv/bin/python benchmarks/visitors.py [--visitors 1 2 4] [--labels 5] [--dtype auto|float32]
-        [--quantize none|int8]
+        [--quantize none|int8|auto]
 
 The model loads once, timed from the moment the app would serve the page (its background load starts then). The
 last line starts with ``ratio``: the wall time of N at once over the sum of the same visitors' times alone.
@@ -37,7 +37,7 @@ from synth.events import PersonaReady
 from synth.lm import default_fit_concurrency, describe, packaged_model_path
 from synth.lm.config import EngineConfig
 from synth.lm.engine import LocalEngine
-from synth.lm.loading import LocalModel
+from synth.lm.loading import QUANTIZATIONS, QUANTIZE_HELP, LocalModel
 
 
 @dataclass
@@ -109,8 +109,7 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--labels", type=int, default=5)
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
-    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
-                        help="int8: the linear layers in int8 on the CPU (opt-in, see docs/performance.md)")
+    parser.add_argument("--quantize", default="none", choices=QUANTIZATIONS, help=QUANTIZE_HELP)
     args = parser.parse_args()
 
     page_at = time.perf_counter()  # the app serves its page as the model starts loading in the background
@@ -127,8 +126,7 @@ def main() -> None:
         parts = try_handlers.TryParts(
             model=model, gate=ModelGate(capacity=1, per_client=2, max_line=64), visitors=visitors,
             limits=Limits(), bank=bank, device=device_tasks(model, visitors, gpu_seconds=600))
-        print(f"{info.name} on {info.device} in {str(local.model.dtype).removeprefix('torch.')}"
-              f"{', int8 linear layers' if local.quantization == 'int8' else ''}; model ready {loaded:.1f} s after "
+        print(f"{info.name} on {info.device} in {local.precision}; model ready {loaded:.1f} s after "
               f"the page; default fit concurrency here: {default_fit_concurrency(lm)}; {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.1f}")
         print(f"quick fits on {args.labels} labels each, through components.try_handlers.run_fit")

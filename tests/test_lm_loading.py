@@ -10,7 +10,14 @@ import time
 import pytest
 import torch
 
-from synth.lm.loading import LocalModel, pick_device, pick_dtype
+from synth.lm.loading import (
+    LocalModel,
+    cpu_has_native_bf16,
+    onednn_allows_bf16,
+    pick_device,
+    pick_dtype,
+    pick_quantization,
+)
 from tests.tiny_lm import TEST_DEVICE, build_tiny_model
 
 pytest_plugins = ["tests.lm_fixtures"]  # make_engine
@@ -96,10 +103,45 @@ def test_prepare_converts_a_gguf_once_and_loads_it_without_any_network(tmp_path,
     assert main(["prepare", "--model", "openai/gpt-4o-mini", "--quiet"]) == 0 and capsys.readouterr().out == ""
 
 
-def test_int8_is_asked_for_and_runs_on_a_cpu_only():
-    assert LocalModel("some/model").quantization == "none"  # opt-in: see docs/performance.md
-    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+def test_a_cpu_has_native_bf16_only_where_onednn_may_use_it(monkeypatch):
+    for isa in (None, "", "AVX512_CORE_BF16", "avx512_core_amx", "AVX10_1_512_AMX", "ALL"):
+        assert onednn_allows_bf16(isa), isa
+    for isa in ("AVX2", "avx2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI", "SSE41"):
+        assert not onednn_allows_bf16(isa), isa
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # this project's Intel Xeon
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert cpu_has_native_bf16() and pick_dtype("cpu") is torch.bfloat16
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the AVX2-only emulation: bf16 would be emulated, slow
+    assert not cpu_has_native_bf16() and pick_dtype("cpu") is torch.float32
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # an AMD EPYC with AVX2 only
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not cpu_has_native_bf16() and pick_dtype("cpu") is torch.float32
+
+
+def test_auto_quantization_is_int8_only_where_a_cpu_without_native_bf16_would_run_fp32():
+    assert pick_quantization("cpu", native_bf16=False) == "int8"  # e.g. an AMD EPYC with AVX2 only
+    assert pick_quantization("cpu", native_bf16=True) == "none"  # AMX or AVX512-BF16: bf16
+    assert pick_quantization("cpu", "float32", native_bf16=False) == "none"  # a dtype by name: exactly that
+    assert pick_quantization("cpu", "bfloat16", native_bf16=False) == "none"
+    for device in ("cuda", "mps"):
+        assert pick_quantization(device, native_bf16=False) == "none", device
+    assert pick_quantization("cpu", "auto", "none", native_bf16=False) == "none"  # asked for: as asked
+    assert pick_quantization("cpu", "float32", "int8", native_bf16=True) == "int8"
+    with pytest.raises(ValueError, match="int8 quantization runs on the CPU only, not on cuda"):
+        pick_quantization("cuda", "auto", "int8")
+
+
+def test_quantization_is_chosen_at_load_and_checked_at_once(tmp_path):
+    with pytest.raises(ValueError, match="quantize must be one of auto, none, int8"):
         LocalModel("some/model", quantize="int4")
+    directory = build_tiny_model(tmp_path / "m")
+    model = LocalModel(directory, device="cpu")
+    assert model.quantize_request == "none" and model.quantization == "unloaded"  # int8 only when asked for
+    assert model.precision == "unloaded"
+    exact = LocalModel(directory, device="cpu", dtype="float32", quantize="auto").load()
+    assert exact.quantization == "none" and exact.precision == "float32"  # a dtype by name: exactly that
 
 
 def test_an_int8_model_runs_its_linear_layers_quantized_and_scores_close_to_fp32(tmp_path, make_engine):
@@ -107,9 +149,10 @@ def test_an_int8_model_runs_its_linear_layers_quantized_and_scores_close_to_fp32
     from tests.tiny_lm import PROMPTS
 
     directory = build_tiny_model(tmp_path / "m")
-    exact = LocalModel(directory, device="cpu", dtype="float32").load()
+    exact = LocalModel(directory, device="cpu", dtype="float32", quantize="none").load()
     quantized = LocalModel(directory, device="cpu", dtype="float32", quantize="int8").load()
     assert exact.quantization == "none" and quantized.quantization == "int8"
+    assert quantized.precision == "float32, int8 linear layers"
     kinds = (torch.nn.Linear, torch.ao.nn.quantized.dynamic.Linear)
     linear = {name: module for name, module in quantized.model.named_modules() if isinstance(module, kinds)}
     assert len(linear) == 2 * 7 + 1  # per layer q, k, v, o, gate, up, down; and the output layer

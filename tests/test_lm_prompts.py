@@ -25,6 +25,23 @@ def test_a_base_model_gets_a_plain_transcript_opening_the_requested_field(tiny_m
     assert prompts.render(MESSAGES[1:], assistant_prefix="Verdict: ").endswith("\n\nAssistant: Verdict: ")
 
 
+DSPY_REQUEST = ("\n\nRespond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, "
+                "then `[[ ## preferred ## ]]` (must be formatted as a valid Python Literal['First', 'Second']), and "
+                "then ending with the marker for `[[ ## completed ## ]]`.")
+
+
+def test_a_plain_transcript_asks_for_the_answer_fields_in_few_tokens(tiny_model):
+    judged = [{"role": "system", "content": "You judge."},
+              {"role": "user", "content": "[[ ## first_reply ## ]]\nA" + DSPY_REQUEST}]
+    text = PromptFormat(tiny_model.tokenizer, max_input_tokens=8192).render(judged)
+    assert text == ("You judge.\n\nUser: [[ ## first_reply ## ]]\nA\n\nRespond with `[[ ## reasoning ## ]]`, then "
+                    "`[[ ## preferred ## ]]`, then `[[ ## completed ## ]]`.\n\nAssistant: [[ ## reasoning ## ]]\n")
+    demo = {"role": "user", "content": "an earlier turn" + DSPY_REQUEST}  # only the request being answered is cut
+    assert DSPY_REQUEST in PromptFormat(tiny_model.tokenizer, 8192).render([demo, judged[1]])
+    chat = PromptFormat(TemplateTokenizer(), max_input_tokens=8192).render(judged)
+    assert chat.endswith(DSPY_REQUEST + "<assistant>")  # a chat model reads DSPy's own words
+
+
 class TemplateTokenizer:
     """A chat tokenizer whose template refuses the system role, as some do."""
 
@@ -50,7 +67,7 @@ def test_a_long_prompt_loses_the_middle_of_its_last_turn_never_the_system_prompt
     text = prompts.render([system, judged])
     assert len(prompts.encode(text)) <= 200
     assert "PERSONA: the user likes short replies." in text and "tokens cut" in text
-    assert "start" in text and "end\n\nRespond with the field `[[ ## reasoning ## ]]`." in text
+    assert "start" in text and "end\n\nRespond with `[[ ## reasoning ## ]]`." in text
     with pytest.raises(PromptTooLong):  # nothing is ever cut from its start: a prompt too long is refused
         prompts.encode("abcdefgh" * 40)
     tiny = PromptFormat(tiny_model.tokenizer, max_input_tokens=20)

@@ -39,3 +39,28 @@ def test_quick_fit_on_the_packaged_model_writes_a_complete_artifact(tmp_path, ca
     assert main(["persona", str(artifact_path), "--format", "judge-prompt"]) == 0
     messages = json.loads(capsys.readouterr().out)
     assert messages[0]["role"] == "system"
+
+
+def test_a_quick_fit_runs_with_int8_linear_layers_on_the_packaged_model():
+    """What ``quantize="auto"`` gives a CPU without native bf16 (here asked for by name, whatever this CPU has)."""
+    import torch
+
+    from synth.lm import packaged_model_path
+    from synth.lm.engine import LocalEngine
+    from synth.lm.loading import LocalModel
+    from synth.pipeline import SynthesizeMe
+
+    model = LocalModel(packaged_model_path(), device="cpu", dtype="float32", quantize="int8").load()
+    assert model.precision == "float32, int8 linear layers"
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.model.modules())
+    engine = LocalEngine(model)
+    try:
+        fitted = SynthesizeMe(lm=engine.as_lm(cache=False), quick=True, seed=0).fit(
+            load_pairs("assets/example_pairs.jsonl")[:5])
+    finally:
+        engine.close()
+    artifact = fitted.artifact_
+    assert {t["stage"] for t in artifact["traces"]} == {"bootstrap", "demos"}
+    for trace in artifact["traces"]:  # verdicts still read from the int8 model's next-token probabilities
+        assert trace["verdict"] in ("First", "Second") and trace["verdict_source"] == "probabilities"
+    assert isinstance(fitted.get_persona(), str) and 0.0 <= artifact["validation_accuracy"] <= 1.0

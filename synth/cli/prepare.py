@@ -29,7 +29,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     directory = model.weights_directory(progress=say)
     say(f"loading {model.display_name} to check it ...")
     model.load()
-    say(f"ready: {model.display_name} on {model.device} in {str(model.model.dtype).removeprefix('torch.')}, "
+    say(f"ready: {model.display_name} on {model.device} in {model.precision}, "
         f"loaded in {model.load_seconds:.1f} s from {directory}")
     return common.EXIT_OK
 

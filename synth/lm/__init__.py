@@ -5,7 +5,7 @@ Model specs understood by :func:`build_lm` (and the CLI's ``--model``):
 - ``offline`` (default, or ``$SYNTH_MODEL`` when set): the packaged Gemma 3 270M base GGUF, on CPU.
 - ``llama-3.2-3b``: shorthand for ``local:meta-llama/Llama-3.2-3B-Instruct`` (gated: set ``HF_TOKEN``).
 - ``local:<hf id | directory | file.gguf>``: transformers in this process (bf16 on CUDA and on CPUs with native
-  bf16, else fp32).
+  bf16, else fp32; int8 linear layers on request, see ``synth.lm.loading.pick_quantization``).
 - ``<provider>/<model>`` or ``remote:<provider>/<model>``: any LiteLLM id through ``dspy.LM`` (OpenAI, vLLM,
   Ollama...); pass ``api_base`` for an OpenAI-compatible server.
 

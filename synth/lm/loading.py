@@ -31,9 +31,10 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
-def pick_dtype(device: str, requested: str = "auto"):
-    """bf16 where the hardware multiplies it natively (CUDA GPUs that support it; CPUs with AVX512-BF16 or AMX);
-    fp16 on older GPUs (a T4 has fp16 tensor cores and no bf16); else fp32.
+def pick_dtype(device: str, requested: str = "auto", native_bf16: bool | None = None):
+    """bf16 where the hardware multiplies it natively (CUDA GPUs that support it; CPUs with AVX512-BF16 or AMX, see
+    :func:`cpu_has_native_bf16`, which ``native_bf16`` overrides); fp16 on older GPUs (a T4 has fp16 tensor cores
+    and no bf16); else fp32.
 
     Native bf16 speeds up both prefill and the batched decoding step on such CPUs; on CPUs without it bf16 would
     be emulated and slower than fp32.
@@ -44,12 +45,65 @@ def pick_dtype(device: str, requested: str = "auto"):
         return getattr(torch, requested)
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and (_cpu_supports("_is_avx512_bf16_supported") or _cpu_supports("_is_amx_tile_supported")):
+    if device == "cpu" and (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
         return torch.bfloat16
     return torch.float32
 
 
-QUANTIZATIONS = ("none", "int8")
+# oneDNN's instruction sets (``ONEDNN_MAX_CPU_ISA`` values) from which it multiplies bf16 in hardware.
+ONEDNN_BF16_ISAS = frozenset({"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX",
+                              "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16", "ALL", "DEFAULT"})
+
+
+def onednn_allows_bf16(max_cpu_isa: str | None) -> bool:
+    """Whether oneDNN, which runs torch's bf16 matrix products on a CPU, may use native bf16 under this
+    ``ONEDNN_MAX_CPU_ISA`` (unset: whatever the CPU has)."""
+    return not max_cpu_isa or max_cpu_isa.strip().upper() in ONEDNN_BF16_ISAS
+
+
+def cpu_has_native_bf16() -> bool:
+    """The CPU multiplies bf16 natively (AVX512-BF16 or AMX) and oneDNN may use it: ``ONEDNN_MAX_CPU_ISA`` (or
+    ``DNNL_MAX_CPU_ISA``) below AVX512_CORE_BF16 makes torch's bf16 matrix products fall back to slow generic code,
+    so that CPU is treated as one without bf16 (how an AVX2-only CPU is emulated, see docs/performance.md)."""
+    hardware = _cpu_supports("_is_avx512_bf16_supported") or _cpu_supports("_is_amx_tile_supported")
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return hardware and onednn_allows_bf16(isa)
+
+
+# What limits the instruction sets torch's CPU kernels use (ATen's own, MKL's fp32, oneDNN's bf16, fbgemm's int8):
+# set to AVX2 together, a newer CPU runs the code paths of one with AVX2 only (docs/performance.md).
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS")
+
+
+def isa_limits() -> str:
+    """The instruction-set limits set in this process's environment, for benchmark headers ("" when none)."""
+    return ", ".join(f"{name}={os.environ[name]}" for name in ISA_LIMITS if os.environ.get(name))
+
+
+QUANTIZATIONS = ("auto", "none", "int8")
+QUANTIZE_HELP = ("none (default); int8: the linear layers in int8 (CPU only); auto: int8 on a CPU without native bf16 "
+                 "when --dtype is auto, else none (see synth.lm.loading.pick_quantization)")
+
+
+def pick_quantization(device: str, dtype_request: str = "auto", requested: str = "auto",
+                      native_bf16: bool | None = None) -> str:
+    """``none`` or ``int8`` (see :func:`quantize_int8`) for a model loaded on ``device``.
+
+    ``auto`` is int8 where the precision is left to the hardware (``dtype_request`` auto) and that hardware is a CPU
+    without native bf16, which would otherwise run fp32; none everywhere else: a bf16 CPU, a GPU, or a dtype asked
+    for by name (float32 means exact fp32). ``native_bf16`` overrides :func:`cpu_has_native_bf16`. Neither is the
+    default: on an AVX2-only CPU (emulated) int8 saved CPU time but little wall time, and moved the packaged judge's
+    probabilities (docs/performance.md).
+    """
+    if requested not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {requested!r}")
+    if requested == "int8" and device != "cpu":
+        raise ValueError(f"int8 quantization runs on the CPU only, not on {device}")
+    if requested != "auto":
+        return requested
+    if device != "cpu" or dtype_request != "auto":
+        return "none"
+    return "none" if (cpu_has_native_bf16() if native_bf16 is None else native_bf16) else "int8"
 
 
 def quantize_int8(model):
@@ -58,11 +112,11 @@ def quantize_int8(model):
     (``down_proj``) stay in fp32.
 
     Meant for a CPU without native bf16 (prefill and decoding multiply int8 instead of fp32, and a decoding step
-    reads a quarter of the weight bytes, most of them the output layer's); opt-in, because the packaged model's
-    judge then sometimes writes no reasoning at all (docs/performance.md). A ``down_proj`` reads the gated
-    activations, whose few very large values leave the one int8 scale of its whole input too coarse for the rest:
-    quantized, the next-token logits drift much further from fp32's. ``torch.ao.quantization`` announces its move
-    to torchao; torch is pinned (scripts/setup.sh), and the notice is silenced here.
+    reads a quarter of the weight bytes, most of them the output layer's), when asked for (:func:`pick_quantization`).
+    A ``down_proj`` reads the gated activations, whose few very large values leave the one int8 scale of its
+    whole input too coarse for the rest: quantized, the next-token logits drift much further from fp32's.
+    ``torch.ao.quantization`` announces its move to torchao; torch is pinned (scripts/setup.sh), and the notice is
+    silenced here.
     """
     import torch
 
@@ -97,7 +151,8 @@ class LocalModel:
         self.source = str(source)
         self.device_request = device
         self.dtype_request = dtype
-        self.quantization = quantize  # "int8": see quantize_int8 (CPU only)
+        self.quantize_request = quantize
+        self.quantization = "unloaded"  # once loaded, "none" or "int8" (see pick_quantization)
         self._lock = threading.Lock()
         self._model = None
         self._tokenizer = None
@@ -121,6 +176,15 @@ class LocalModel:
         return self._model is not None
 
     @property
+    def precision(self) -> str:
+        """How the loaded weights multiply, for status lines: ``bfloat16``, ``float32``, ``float32, int8 linear
+        layers``."""
+        if self._model is None:
+            return "unloaded"
+        dtype = str(self._model.dtype).removeprefix("torch.")
+        return f"{dtype}, int8 linear layers" if self.quantization == "int8" else dtype
+
+    @property
     def model(self):
         """The transformers model (loads on first use)."""
         return self.load()._model
@@ -137,7 +201,8 @@ class LocalModel:
                 started = time.perf_counter()
                 self._load()
                 self.load_seconds = time.perf_counter() - started
-                log.info("loaded %s on %s in %.1fs", self.display_name, self.device, self.load_seconds)
+                log.info("loaded %s on %s in %s in %.1fs", self.display_name, self.device, self.precision,
+                         self.load_seconds)
         return self
 
     def weights_directory(self, progress: Callable[[str], None] | None = None) -> str:
@@ -174,14 +239,13 @@ class LocalModel:
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **local)
         tokenizer = tokenizer_future.result()
         model.to(device).eval()
-        if self.quantization == "int8":
-            if device != "cpu":
-                raise ValueError(f"int8 quantization runs on the CPU only, not on {device}")
+        quantization = pick_quantization(device, self.dtype_request, self.quantize_request)
+        if quantization == "int8":
             model = quantize_int8(model)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.device, self._tokenizer, self._model = device, tokenizer, model
+        self.device, self.quantization, self._tokenizer, self._model = device, quantization, tokenizer, model
 
     def _gguf_cache_path(self) -> Path:
         """The converted copy's folder, named after the file and keyed by its path, size and modification time."""

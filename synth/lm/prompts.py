@@ -23,6 +23,7 @@ FIRST_FIELD_REQUEST = re.compile(r"starting with the field `(\[\[ ## \w+ ## \]\]
 TEMPLATE_DATE = "26 Jul 2024"
 FIELD_HEADER_LINE = re.compile(r"(\[\[ ## \w+ ## \]\]\n)")
 ANSWER_REQUEST = re.compile(r"\n\nRespond with .*\Z", re.S)  # DSPy's closing request for the output fields
+REQUESTED_FIELD = re.compile(r"`(\[\[ ## \w+ ## \]\])`")
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ class PromptFormat:
                                                           add_generation_prompt=True, date_string=TEMPLATE_DATE)
             return text + assistant_prefix
         blocks = []
-        for message in messages:
+        for index, message in enumerate(messages):
             name = PLAIN_ROLE_NAMES.get(message["role"], message["role"].title())
-            blocks.append(f"{name}: {message['content']}" if name else message["content"])
+            content = short_request(message["content"]) if index == len(messages) - 1 else message["content"]
+            blocks.append(f"{name}: {content}" if name else content)
         if not assistant_prefix and messages:
             requested = FIRST_FIELD_REQUEST.search(messages[-1]["content"])
             assistant_prefix = f"{requested.group(1)}\n" if requested else ""
@@ -129,6 +131,18 @@ class PromptFormat:
         shortened = [dict(m) for m in messages]
         shortened[index]["content"] = "".join(parts) + tail
         return shortened
+
+
+def short_request(content: str) -> str:
+    """``content`` with DSPy's closing request for the answer fields cut to the fields in their order: the request
+    comes after the pair judged, so every judge call computes it afresh. Only plain transcripts get it: there the
+    assistant turn already opens the first field, and the system prompt lays out every field and the verdict's allowed
+    values; chat models read DSPy's own words."""
+    request = ANSWER_REQUEST.search(content)
+    fields = REQUESTED_FIELD.findall(request.group(0)) if request else []
+    if not fields:
+        return content
+    return content[: request.start()] + "\n\nRespond with " + ", then ".join(f"`{field}`" for field in fields) + "."
 
 
 def _fold_system(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
