@@ -89,14 +89,13 @@ def pick_quantization(device: str, dtype_request: str = "auto", requested: str =
                       native_bf16: bool | None = None) -> str:
     """``none`` or ``int8`` (see :func:`quantize_int8`) for a model loaded on ``device``.
 
-    ``auto`` is int8 where the precision is left to the hardware (``dtype_request`` auto) and that hardware is a CPU
-    without native bf16, which would otherwise run fp32; none everywhere else: a bf16 CPU, a GPU, or a dtype asked
-    for by name (float32 means exact fp32). ``native_bf16`` overrides :func:`cpu_has_native_bf16`. Neither is the
-    default: on an AVX2-only CPU (emulated) int8 saved CPU time but little wall time, and moved the packaged judge's
+    ``requested`` is one of `QUANTIZATIONS` (``LocalModel`` checks it when constructed). ``auto`` is int8 where the
+    precision is left to the hardware (``dtype_request`` auto) and that hardware is a CPU without native bf16, which
+    would otherwise run fp32; none everywhere else: a bf16 CPU, a GPU, or a dtype asked for by name (float32 means
+    exact fp32). ``native_bf16`` overrides :func:`cpu_has_native_bf16`. ``LocalModel``'s default is none, not auto:
+    on an AVX2-only CPU (emulated) int8 saved CPU time but little wall time, and moved the packaged judge's
     probabilities (docs/performance.md).
     """
-    if requested not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {requested!r}")
     if requested == "int8" and device != "cpu":
         raise ValueError(f"int8 quantization runs on the CPU only, not on {device}")
     if requested != "auto":
