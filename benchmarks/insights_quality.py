@@ -7,13 +7,13 @@ held-out ones written with other wording and formats: `markdown` (LLM-style `**L
 filler lines and a closing summary) and `fused` (plain prose, facets paraphrased and often fused into one
 sentence). A planted facet is recovered when a shown insight's users have Jaccard >= 0.5 with the facet's users.
 
-Rows: the pipeline's default (UMAP to 5-d, then HDBSCAN leaf clusters holding at least 1% of the statements; a
-wording that at least a fifth of personas share is an insight of its own, not clustered; clusters whose c-TF-IDF
-vectors have a cosine of at least 0.16 are joined), the default without the joining, without the common-wording
-rule, the other clusterer and reduction variants measured for that choice, and the baseline the issue describes
-(split on lines, list items and sentences, strip markdown, drop fragments under 3 words, all-MiniLM-L6-v2, k-means
-with k chosen by silhouette over 10..38, privacy floor 5). Embeddings are cached in a folder shared by all rows
-(`--cache-dir`, default a temporary one).
+Rows: the pipeline's default (complete-linkage clusters of the embeddings less their mean, every two members at
+cosine distance <= 1.0; a wording that at least a fifth of personas share is an insight of its own), the default
+without the common-wording rule, the other clusterer and reduction variants measured for that choice (BERTopic's
+UMAP 5-d + HDBSCAN, the previous default, with clusters of the same distinctive words joined), and the baseline
+the issue describes (split on lines, list items and sentences, strip markdown, drop fragments under 3 words,
+all-MiniLM-L6-v2, k-means with k chosen by silhouette over 10..38, privacy floor 5). Embeddings are cached in a
+folder shared by all rows (`--cache-dir`, default a temporary one).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from synth.insights import CachedEmbedder, PopulationInsights, SentenceTransformerEmbedder
 from synth.insights.generators import GENERATORS
 from synth.insights.parts import (
+    CompleteLinkageClusterer,
     HDBSCANClusterer,
     PCAReducer,
     SharedNeighborLouvain,
@@ -50,16 +51,20 @@ MIN_USERS = 5
 def pipeline_variants() -> dict[str, Callable[[], dict]]:
     """Name -> the PopulationInsights parts of that variant (the first is the default)."""
     return {
-        "default: UMAP 5-d + HDBSCAN leaf (>= 1% of statements), common wordings apart, same-vocabulary joined": dict,
-        "default without joining clusters of the same vocabulary": lambda: {"merge_similarity": None},
+        "default: complete linkage of centred embeddings, cosine distance <= 1.0, common wordings apart": dict,
         "default without the common-wording rule": lambda: {"common_share": None},
-        "UMAP 5-d + HDBSCAN leaf, minimum 5 statements": lambda: {
-            "reducer": UMAPReducer(), "clusterer": HDBSCANClusterer(min_cluster_share=0.0)},
+        "default with same-vocabulary joining (0.16)": lambda: {"merge_similarity": 0.16},
+        "complete linkage, centred, distance <= 0.95": lambda: {"clusterer": CompleteLinkageClusterer(0.95)},
+        "complete linkage, centred, distance <= 1.05": lambda: {"clusterer": CompleteLinkageClusterer(1.05)},
+        "complete linkage, not centred, distance <= 0.85": lambda: {
+            "clusterer": CompleteLinkageClusterer(0.85, center=False)},
+        "UMAP 5-d + HDBSCAN leaf (>= 1%), same-vocabulary joined (previous default)": lambda: {
+            "reducer": UMAPReducer(), "clusterer": HDBSCANClusterer(), "merge_similarity": 0.16},
+        "UMAP 5-d + HDBSCAN leaf (>= 1%)": lambda: {"reducer": UMAPReducer(), "clusterer": HDBSCANClusterer()},
         "UMAP 5-d + HDBSCAN excess of mass (>= 1%)": lambda: {
             "reducer": UMAPReducer(), "clusterer": HDBSCANClusterer(selection="eom")},
         "PCA 10-d + HDBSCAN leaf (>= 1%)": lambda: {"reducer": PCAReducer(10), "clusterer": HDBSCANClusterer()},
-        "no reduction + HDBSCAN leaf (>= 1%)": lambda: {"clusterer": HDBSCANClusterer()},
-        "shared-neighbour Louvain (previous default)": lambda: {"clusterer": SharedNeighborLouvain()},
+        "shared-neighbour Louvain": lambda: {"clusterer": SharedNeighborLouvain()},
     }
 
 

@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 python benchmarks/insights_scale.py [--sizes 1000 10000 100000] [--precomputed 100000]
         [--skip-throughput]
 
-Each size runs in its own process (a cold start: UMAP's numba kernels compile in it), so its peak resident memory
+Each size runs in its own process (a cold start), so its peak resident memory
 is its own. The default pipeline runs with 5 stability re-runs. Two kinds of population:
 - generated: the catalog generator's personas, embedded with the packaged all-MiniLM-L6-v2 from a cold (empty)
   cache: the figure for "10k personas, cold";

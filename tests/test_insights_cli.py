@@ -77,13 +77,13 @@ def test_cli_exports_the_texts_to_embed_and_rejects_a_file_that_lacks_some(
     import pyarrow.parquet as pq
 
     source = tmp_path / "personas.jsonl"
-    write_personas_jsonl([Persona("a", "**Beekeeping**: She keeps bees and plays chess online.")], source)
+    write_personas_jsonl([Persona("a", "**Beekeeping**: She keeps two hives and plays chess online.")], source)
     texts = tmp_path / "texts.parquet"
     assert main(["insights", str(source), "--export-texts", "-o", str(texts), "--quiet"]) == 0
     exported = pq.read_table(texts).column("text").to_pylist()
-    assert exported == ["Beekeeping: keeps bees", "Beekeeping: Plays chess online"]
+    assert exported == ["Beekeeping: keeps two hives", "Beekeeping: Plays chess online"]
     partial = tmp_path / "embedded.parquet"
-    pq.write_table(pa.table({"text": ["Beekeeping: keeps bees"], "embedding": [[1.0, 0.0]]}), partial)
+    pq.write_table(pa.table({"text": ["Beekeeping: keeps two hives"], "embedding": [[1.0, 0.0]]}), partial)
     out = tmp_path / "insights.json"
     assert main(["insights", str(source), "--embeddings", str(partial), "-o", str(out)]) == 2
     assert "field 'text': 1 of 2 texts to embed are not in the file" in capsys.readouterr().err

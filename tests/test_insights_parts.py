@@ -1,4 +1,5 @@
-"""synth.insights.parts: the HDBSCAN clusterer, its sampling beyond max_points, and the UMAP reducer."""
+"""synth.insights.parts: the complete-linkage and HDBSCAN clusterers, their sampling beyond max_points, and the UMAP
+reducer."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import numpy as np
 import pytest
 
 from synth.insights import PopulationInsights
-from synth.insights.parts import AnchoredTSNEProjector, HDBSCANClusterer, UMAPReducer, nearest_in
+from synth.insights.parts import (
+    AnchoredTSNEProjector,
+    CompleteLinkageClusterer,
+    HDBSCANClusterer,
+    UMAPReducer,
+    nearest_in,
+)
 from tests.insights_doubles import TOPICS, TopicEmbedder, topic_personas
 
 
@@ -41,17 +48,55 @@ def test_beyond_max_points_a_sample_is_clustered_and_the_rest_joins_it() -> None
     assert _same_partition(sampled, truth)
 
 
-def test_default_clusterer_is_hdbscan_after_the_reducer_passed_in() -> None:
+def _unit(points: np.ndarray) -> np.ndarray:
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def test_complete_linkage_never_puts_two_statements_farther_apart_than_its_distance_in_one_cluster() -> None:
+    rng = np.random.default_rng(0)
+    points = _unit(rng.normal(size=(120, 8)) + 2.0)  # a common direction, as sentence embeddings have
+    centred = _unit(points - points.mean(axis=0))
+    for center, vectors in ((False, points), (True, centred)):
+        for max_distance in (0.3, 0.85, 1.2):
+            labels = CompleteLinkageClusterer(max_distance, center=center).cluster(points, seed=0)
+            assert (labels >= 0).all()
+            for label in set(labels):
+                members = vectors[labels == label]
+                assert 1.0 - (members @ members.T).min() <= max_distance + 1e-5
+    # Looser distances give fewer, larger clusters; centring spreads the common direction's crowd apart.
+    counts = [len(set(CompleteLinkageClusterer(d).cluster(points, seed=0))) for d in (0.3, 0.85, 1.2)]
+    assert counts[0] > counts[1] > counts[2]
+    raw = len(set(CompleteLinkageClusterer(0.3, center=False).cluster(points, seed=0)))
+    assert raw < counts[0]
+    with pytest.raises(ValueError, match="max_distance"):
+        CompleteLinkageClusterer(2.5).cluster(points, seed=0)
+
+
+def test_complete_linkage_finds_separated_groups_and_places_rows_beyond_its_sample() -> None:
+    points, truth = _blobs([300, 200, 150])
+    points = _unit(points)
+    assert _same_partition(CompleteLinkageClusterer().cluster(points, seed=0), truth)
+    far = _unit(np.vstack([points, -np.ones((1, 8))]))
+    sampled = CompleteLinkageClusterer(max_distance=0.5, max_points=120).cluster(far, seed=3)
+    assert _same_partition(sampled[:-1], truth)
+    assert sampled[-1] == -1  # the nearest sampled row is farther than the distance: noise, not a forced member
+
+
+def test_default_clusterer_is_complete_linkage_on_the_embeddings_unless_parts_are_passed() -> None:
     class Unchanged:
         def reduce(self, vectors: np.ndarray) -> np.ndarray:
             return vectors
 
-    result = PopulationInsights(embedder=TopicEmbedder(TOPICS), reducer=Unchanged(), n_resamples=2,
-                                common_share=None).fit(topic_personas())
-    assert result.params["clusterer"] == "HDBSCANClusterer" and result.params["reducer"] == "Unchanged"
+    default = PopulationInsights(embedder=TopicEmbedder(TOPICS), n_resamples=2, common_share=None)
+    result = default.fit(topic_personas())
+    assert result.params["clusterer"] == "CompleteLinkageClusterer" and default.reducer_ is None
+    assert default.space_ is default.embeddings_
     names = [next(t for t in TOPICS if t in leaf.name.lower()) for leaf in result.leaves]
     assert sorted(names) == ["cook", "garden", "privacy"]  # chess has 3 users, under the floor of 5
     assert all(0.0 <= leaf.stability <= 1.0 for leaf in result.leaves)
+    passed = PopulationInsights(embedder=TopicEmbedder(TOPICS), reducer=Unchanged(), clusterer=HDBSCANClusterer(),
+                                n_resamples=0, common_share=None).fit(topic_personas())
+    assert passed.params["clusterer"] == "HDBSCANClusterer" and passed.params["reducer"] == "Unchanged"
 
 
 @pytest.mark.slow

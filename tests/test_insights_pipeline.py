@@ -211,6 +211,20 @@ def test_clearly_planted_traits_are_recovered_with_real_embeddings(tmp_path) -> 
     assert recovered_share(recovery) >= 12 / 26
 
 
+@pytest.mark.slow
+def test_facets_written_otherwise_than_the_tuning_generator_are_recovered(tmp_path) -> None:
+    """The held-out generators (LLM-style markdown, fused paraphrases), real embeddings: the default recovers most
+    of their 32 planted facets (docs/insights.md has the five-seed figures; a point or two of slack for CPUs that
+    embed in float32)."""
+    from synth.insights.generators import fused_population, markdown_population
+
+    recovered = 0
+    for population in (markdown_population(120, seed=0), fused_population(120, seed=0)):
+        result = PopulationInsights(cache_dir=str(tmp_path / "cache"), n_resamples=0).fit(population.personas)
+        recovered += sum(score >= 0.5 for score in planted_trait_recovery(population, result).values())
+    assert recovered >= 28
+
+
 def test_clusters_of_one_trait_in_two_wordings_are_one_insight() -> None:
     """Ten beekeepers under two bold labels (which the embedder, like a density clusterer, tells apart) and six
     gardeners: the two label clusters share their distinctive words, so they are one insight."""
@@ -225,7 +239,7 @@ def test_clusters_of_one_trait_in_two_wordings_are_one_insight() -> None:
         return {frozenset(leaf.user_ids) for leaf in result.leaves}
 
     bees, gardeners = {p.user_id for p in personas[:10]}, {p.user_id for p in personas[10:]}
-    assert user_sets() == {frozenset(bees), frozenset(gardeners)}
-    assert frozenset(bees) not in user_sets(merge_similarity=None)
+    assert user_sets(merge_similarity=0.16) == {frozenset(bees), frozenset(gardeners)}
+    assert frozenset(bees) not in user_sets()  # joining is off by default
     with pytest.raises(ValueError, match="merge_similarity must be in"):
         user_sets(merge_similarity=1.5)

@@ -76,12 +76,12 @@ def test_markdown_personas_keep_labels_and_drop_framing() -> None:
 
 def test_fused_predicates_split_but_coordinated_nouns_stay_whole() -> None:
     text = (
-        "She keeps bees and plays chess online. He plays bass in a band, practises piano scales every evening and "
-        "writes songs at home. Judging by the choices, she wants blunt feedback. He needs advice on payroll and "
+        "She keeps two hives and plays chess online. He plays bass in a band, practises piano scales every evening "
+        "and writes songs at home. Judging by the choices, she wants blunt feedback. He needs advice on payroll and "
         "taxes for his business. She likes tables, charts and diagrams."
     )
     assert persona_statements(text) == [
-        "She keeps bees.",
+        "She keeps two hives.",
         "Plays chess online.",
         "He plays bass in a band.",
         "Practises piano scales every evening.",
@@ -91,3 +91,21 @@ def test_fused_predicates_split_but_coordinated_nouns_stay_whole() -> None:
         "She likes tables, charts and diagrams.",
     ]
     assert persona_statements("In summary, the user is practical. Here is the persona:") == []
+
+
+def test_predicates_of_one_facet_stay_together() -> None:
+    """A predicate that shares the sentence's subject needs three words besides it to stand alone, and one that
+    refers back ("...them", "...it") continues the predicate before it; a subject of its own still splits."""
+    assert persona_statements("She values brevity and dislikes long-winded responses.") == [
+        "She values brevity and dislikes long-winded responses."
+    ]
+    assert persona_statements("He writes songs and records them in a home studio.") == [
+        "He writes songs and records them in a home studio."
+    ]
+    assert persona_statements("She bought an old house and is renovating it room by room.") == [
+        "She bought an old house and is renovating it room by room."
+    ]
+    assert persona_statements("She keeps bees and she plays chess online.") == [
+        "She keeps bees.", "She plays chess online."
+    ]
+    assert persona_statements("He keeps bees; he bakes bread.") == ["He keeps bees.", "He bakes bread."]

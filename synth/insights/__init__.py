@@ -24,6 +24,7 @@ _EXPORTS = {
     "CachedEmbedder": "synth.insights.embedding",
     "CentralStatementNamer": "synth.insights.naming",
     "ChildNamesThemeNamer": "synth.insights.naming",
+    "CompleteLinkageClusterer": "synth.insights.parts",
     "FitCache": "synth.insights.population",
     "HDBSCANClusterer": "synth.insights.parts",
     "Insight": "synth.insights.types",

@@ -4,10 +4,10 @@
 its own:
  1. `_split`: each persona into trait statements (or the statements it carries), and their distinct trait cores;
     `_find_common_wordings`: wordings that a large share of personas share (filler, like stop words);
- 2. `_embed`: each distinct core once (cached by text hash); `_reduce`: fewer dimensions for the clusterer;
- 3. `_cluster`: the distinct cores (each common wording is a cluster of its own; clusters set apart by the same
-    distinctive words are joined); a cluster's size is the number of *unique users* with a statement in it, and
-    clusters with fewer than `min_users` users are hidden (privacy floor: only their count is reported);
+ 2. `_embed`: each distinct core once (cached by text hash); `_reduce`: fewer dimensions, when a reducer is given;
+ 3. `_cluster`: the distinct cores (each common wording is a cluster of its own; optionally, clusters set apart by
+    the same distinctive words are joined); a cluster's size is the number of *unique users* with a statement in
+    it, and clusters with fewer than `min_users` users are hidden (privacy floor: only their count is reported);
  4. `_group_themes`: insights grouped by average-linkage of their centroids into about sqrt(#insights) themes;
  5. `_measure_stability`: re-cluster `n_resamples` times on a random `resample_fraction` of users with other
     seeds, and score each insight by its best Jaccard match (of statements) in each re-run, averaged;
@@ -46,10 +46,9 @@ from synth.insights.naming import (
 from synth.insights.parts import (
     AnchoredTSNEProjector,
     Clusterer,
-    HDBSCANClusterer,
+    CompleteLinkageClusterer,
     Projector,
     Reducer,
-    UMAPReducer,
     interpolate_positions,
 )
 from synth.insights.splitting import SentenceSplitter, trait_core
@@ -76,8 +75,9 @@ class PopulationInsights:
     Parts (each one method): `splitter.split`, `embedder.embed`, `reducer.reduce`, `clusterer.cluster`,
     `projector.project`, `namer.name`. A part left as None gets its default at `fit`: `embedder=None` is the
     packaged all-MiniLM-L6-v2 through an on-disk cache in `cache_dir` (default `synth.paths.cache_dir("embeddings")`);
-    `clusterer=None` is `HDBSCANClusterer` (minimum cluster size = `min_users`) after `UMAPReducer` (5-d), while a
-    clusterer passed in clusters the embeddings as they are unless a `reducer` is passed too.
+    `clusterer=None` is `CompleteLinkageClusterer` on the embeddings as they are (no reduction, unless a `reducer`
+    is passed); `HDBSCANClusterer` after `UMAPReducer` (BERTopic's pair) and the other parts in
+    `synth.insights.parts` can be passed in.
 
     As in scikit-learn, `__init__` only stores the parameters (`get_params` / `set_params`), and `fit` sets the
     fitted attributes, named with a trailing underscore:
@@ -112,8 +112,8 @@ class PopulationInsights:
     `merge_similarity`: clusters whose c-TF-IDF vectors (the words that set each apart, as in BERTopic's topic
     reduction) have at least this cosine are joined, since the same distinctive words make them one trait in
     several wordings (a density clusterer splits a trait by wording, e.g. one cluster per bold label a model chose).
-    The default is the lowest value, in steps of 0.02, at which no planted trait of the tuning generator was lost
-    (docs/insights.md); None turns this off.
+    None, the default, joins nothing: with the default clusterer joining cost planted traits on the tuning
+    generator (docs/insights.md); with `HDBSCANClusterer`, 0.16 is the value measured there.
     """
 
     def __init__(
@@ -131,7 +131,7 @@ class PopulationInsights:
         seed: int = 0,
         cache_dir: str | None = None,
         common_share: float | None = 0.2,
-        merge_similarity: float | None = 0.16,
+        merge_similarity: float | None = None,
     ) -> None:
         self.splitter = splitter
         self.embedder = embedder
@@ -217,10 +217,8 @@ class PopulationInsights:
             raise ValueError("merge_similarity must be in (0, 1] or None")
         self.splitter_ = self.splitter or SentenceSplitter()
         self.embedder_ = self.embedder or CachedEmbedder(SentenceTransformerEmbedder(), self.cache_dir)
-        # The default clusterer comes with its reducer (BERTopic's pair); a clusterer passed in sees the embeddings
-        # as they are unless a reducer is passed too.
-        self.reducer_ = self.reducer or (UMAPReducer(seed=self.seed) if self.clusterer is None else None)
-        self.clusterer_ = self.clusterer or HDBSCANClusterer(min_cluster_size=self.min_users)
+        self.reducer_ = self.reducer
+        self.clusterer_ = self.clusterer or CompleteLinkageClusterer()
         self.projector_ = self.projector or AnchoredTSNEProjector()
         self.namer_ = self.namer or CentralStatementNamer()
         self.theme_namer_ = self.theme_namer or ChildNamesThemeNamer()
@@ -261,7 +259,7 @@ class PopulationInsights:
 
     def _cluster_cores(self, cores: np.ndarray, seed: int) -> np.ndarray:
         """Cluster labels of `cores` (indices into `cores_`): each common wording its own cluster, the rest as the
-        clusterer labels them, with clusters of the same distinctive words joined (see `merge_similarity`)."""
+        clusterer labels them, and clusters of the same distinctive words joined when `merge_similarity` is set."""
         common = self.core_common_[cores]
         labels = np.full(len(cores), -1, dtype=np.int64)
         rest = np.flatnonzero(common < 0)

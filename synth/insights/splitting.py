@@ -68,6 +68,9 @@ _CLAUSE_BOUNDARY = re.compile(
     rf"\s+(?:and|but|while)\s+(?=(?:she|he|they)\s)|(?:,\s+|\s+(?:and|but|while)\s+)(?={_PREDICATE})",
     re.IGNORECASE,
 )
+# A coordinated predicate that refers back to the one before it ("writes songs and records them at home",
+# "bought an old house and is renovating it") continues that facet; cut off, it means nothing on its own.
+_ANAPHORIC_PREDICATE = re.compile(r"^(?:(?:she|he|they)\s+)?(?:\S+\s+){1,2}(?:it|them)\b", re.IGNORECASE)
 _LEADING_CONNECTIVE = re.compile(
     r"^(?:additionally|also|moreover|furthermore|in addition|however|finally|lastly|"
     r"importantly|notably)\s*,?\s+",
@@ -121,6 +124,7 @@ _HEDGE = (
     r"(?:also|often|usually|generally|likely|clearly|really|strongly|particularly|probably|"
     r"tends to|seems to|appears to)"
 )
+_OWN_SUBJECT = re.compile(rf"^\s*(?:{_SUBJECT})\s", re.IGNORECASE)
 _LEADING_SUBJECT = re.compile(
     rf"^(?:{_FRAME})*(?:(?:{_SUBJECT})\s+)?(?:{_HEDGE}\s+)*", re.IGNORECASE
 )
@@ -177,11 +181,14 @@ def trait_core(statement: str) -> str:
 class SentenceSplitter:
     """Rule-based splitter: lines, list items and labels, then sentences, then independent clauses.
 
-    A clause boundary is only used when both sides keep at least `min_clause_words` words, so "likes cooking and
-    baking" stays whole while "She runs a bakery, and she wants short answers" and "She keeps bees and plays chess
-    online" become two statements. Headings, framing sentences and summaries are dropped (see the module
-    docstring); a list item's label is kept in front of each statement of its text ("Farm Life: Lives on a farm.").
-    Fragments shorter than `min_words` (label included) are dropped and exact repeats within a persona are removed.
+    A clause boundary is only used when both sides keep at least `min_clause_words` words (for predicates that share
+    the sentence's subject, words besides that subject), and not before a predicate that refers back with "it" or
+    "them". So "likes cooking and baking", "She values brevity and dislikes long-winded answers", "fixes punctures
+    and tunes derailleurs" and "writes songs and records them" stay whole, while "She runs a bakery, and she wants
+    short answers" and "She keeps two hives and plays chess online" become two statements. Headings, framing
+    sentences and summaries are dropped (see the module docstring); a list item's label is kept in front of each
+    statement of its text ("Farm Life: Lives on a farm."). Fragments shorter than `min_words` (label included) are
+    dropped and exact repeats within a persona are removed.
     """
 
     def __init__(self, min_words: int = 3, min_clause_words: int = 3) -> None:
@@ -221,11 +228,21 @@ class SentenceSplitter:
                 continue
             left = sentence[start : match.start()]
             rest = sentence[match.end() :]
-            if len(left.split()) >= self.min_clause_words and len(rest.split()) >= self.min_clause_words:
+            if self._can_cut(match.group(0), left, rest):
                 pieces.append(left)
                 start = match.end()
         pieces.append(sentence[start:])
         return pieces
+
+
+    def _can_cut(self, boundary: str, left: str, rest: str) -> bool:
+        """Independent clauses (after a semicolon, or with a subject of their own) each need `min_clause_words`
+        words; coordinated predicates share the sentence's subject, so each needs that many words besides it."""
+        if _ANAPHORIC_PREDICATE.match(rest):
+            return False
+        if ";" not in boundary and not _OWN_SUBJECT.match(rest):
+            left, rest = (_LEADING_SUBJECT.sub("", side.strip()) for side in (left, rest))
+        return len(left.split()) >= self.min_clause_words and len(rest.split()) >= self.min_clause_words
 
 
 def persona_statements(text: str) -> list[str]:
