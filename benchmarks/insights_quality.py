@@ -8,7 +8,8 @@ filler lines and a closing summary) and `fused` (plain prose, facets paraphrased
 sentence). A planted facet is recovered when a shown insight's users have Jaccard >= 0.5 with the facet's users.
 
 Rows: the pipeline's default (complete-linkage clusters of the embeddings less their mean, every two members at
-cosine distance <= 1.0; a wording that at least a fifth of personas share is an insight of its own), the default
+cosine distance <= 1.0, then clusters whose members have a mean cosine >= 0.25 joined by average linkage; a wording
+that at least a fifth of personas share is an insight of its own), the default
 without the common-wording rule, the other clusterer and reduction variants measured for that choice (BERTopic's
 UMAP 5-d + HDBSCAN, the previous default, with clusters of the same distinctive words joined), and the baseline
 the issue describes (split on lines, list items and sentences, strip markdown, drop fragments under 3 words,
@@ -51,13 +52,22 @@ MIN_USERS = 5
 def pipeline_variants() -> dict[str, Callable[[], dict]]:
     """Name -> the PopulationInsights parts of that variant (the first is the default)."""
     return {
-        "default: complete linkage of centred embeddings, cosine distance <= 1.0, common wordings apart": dict,
+        "default: complete linkage of centred embeddings (distance <= 1.0), then clusters alike on average joined "
+        "(mean cosine >= 0.25), common wordings apart": dict,
         "default without the common-wording rule": lambda: {"common_share": None},
+        "default without joining clusters alike on average": lambda: {
+            "clusterer": CompleteLinkageClusterer(join_similarity=None)},
+        "joining clusters alike on average at mean cosine >= 0.20": lambda: {
+            "clusterer": CompleteLinkageClusterer(join_similarity=0.20)},
+        "joining clusters alike on average at mean cosine >= 0.30": lambda: {
+            "clusterer": CompleteLinkageClusterer(join_similarity=0.30)},
+        "complete linkage, centred, distance <= 0.95, joined at 0.25": lambda: {
+            "clusterer": CompleteLinkageClusterer(0.95)},
+        "complete linkage, centred, distance <= 1.05, joined at 0.25": lambda: {
+            "clusterer": CompleteLinkageClusterer(1.05)},
+        "complete linkage, not centred, distance <= 0.85, not joined": lambda: {
+            "clusterer": CompleteLinkageClusterer(0.85, join_similarity=None, center=False)},
         "default with same-vocabulary joining (0.16)": lambda: {"merge_similarity": 0.16},
-        "complete linkage, centred, distance <= 0.95": lambda: {"clusterer": CompleteLinkageClusterer(0.95)},
-        "complete linkage, centred, distance <= 1.05": lambda: {"clusterer": CompleteLinkageClusterer(1.05)},
-        "complete linkage, not centred, distance <= 0.85": lambda: {
-            "clusterer": CompleteLinkageClusterer(0.85, center=False)},
         "UMAP 5-d + HDBSCAN leaf (>= 1%), same-vocabulary joined (previous default)": lambda: {
             "reducer": UMAPReducer(), "clusterer": HDBSCANClusterer(), "merge_similarity": 0.16},
         "UMAP 5-d + HDBSCAN leaf (>= 1%)": lambda: {"reducer": UMAPReducer(), "clusterer": HDBSCANClusterer()},

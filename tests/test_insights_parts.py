@@ -58,18 +58,38 @@ def test_complete_linkage_never_puts_two_statements_farther_apart_than_its_dista
     centred = _unit(points - points.mean(axis=0))
     for center, vectors in ((False, points), (True, centred)):
         for max_distance in (0.3, 0.85, 1.2):
-            labels = CompleteLinkageClusterer(max_distance, center=center).cluster(points, seed=0)
+            labels = CompleteLinkageClusterer(max_distance, join_similarity=None, center=center).cluster(points, seed=0)
             assert (labels >= 0).all()
             for label in set(labels):
                 members = vectors[labels == label]
                 assert 1.0 - (members @ members.T).min() <= max_distance + 1e-5
     # Looser distances give fewer, larger clusters; centring spreads the common direction's crowd apart.
-    counts = [len(set(CompleteLinkageClusterer(d).cluster(points, seed=0))) for d in (0.3, 0.85, 1.2)]
+    counts = [len(set(CompleteLinkageClusterer(d, join_similarity=None).cluster(points, seed=0)))
+              for d in (0.3, 0.85, 1.2)]
     assert counts[0] > counts[1] > counts[2]
-    raw = len(set(CompleteLinkageClusterer(0.3, center=False).cluster(points, seed=0)))
+    raw = len(set(CompleteLinkageClusterer(0.3, join_similarity=None, center=False).cluster(points, seed=0)))
     assert raw < counts[0]
     with pytest.raises(ValueError, match="max_distance"):
         CompleteLinkageClusterer(2.5).cluster(points, seed=0)
+
+
+def test_groups_alike_on_average_join_though_some_pair_is_farther_apart() -> None:
+    """Two groups at cosine ~0.5 from each other (one trait in two wordings), a third unrelated: complete linkage at
+    distance 0.3 keeps three groups; joining at a mean cosine of 0.4 makes the first two one, at 0.6 it does not."""
+    rng = np.random.default_rng(0)
+    u, v, w = np.eye(3, 8)
+    v = 0.5 * u + np.sqrt(0.75) * v
+    points = _unit(np.vstack([center + rng.normal(scale=0.02, size=(10, 8)) for center in (u, v, w)]))
+    truth = np.repeat([0, 1, 2], 10)
+
+    def groups(join_similarity: float | None) -> int:
+        labels = CompleteLinkageClusterer(0.3, join_similarity=join_similarity, center=False).cluster(points, seed=0)
+        assert all(len(set(labels[truth == t])) == 1 for t in range(3))
+        return len(set(labels))
+
+    assert groups(None) == 3 and groups(0.6) == 3 and groups(0.4) == 2
+    with pytest.raises(ValueError, match="join_similarity"):
+        CompleteLinkageClusterer(join_similarity=1.5).cluster(points, seed=0)
 
 
 def test_complete_linkage_finds_separated_groups_and_places_rows_beyond_its_sample() -> None:

@@ -252,29 +252,38 @@ class KMeansClusterer:
 
 
 class CompleteLinkageClusterer:
-    """Complete-linkage clusters: every two statements of a cluster are at most `max_distance` apart in cosine
-    distance, after the population's mean statement is subtracted (`center`).
+    """Complete-linkage clusters of the statements less their mean, then clusters whose members are alike on
+    average joined (average linkage over the complete-linkage clusters).
 
     Sentence embeddings share a large common direction (every persona statement is about a person and an assistant),
-    so raw cosines are all positive and say more about shared boilerplate than about traits. Centred, a cosine of 0
-    means "no more alike than two statements of this population at random"; with the default `max_distance=1.0`
-    every two members of an insight are at least that alike, and the tuning generator recovers most traits at that
-    value (docs/insights.md). The granularity is a distance, not a number of clusters or a minimum cluster size, so it
-    does not change with the population's size or with how many wordings a trait has (a density clusterer's minimum
-    size differs between a trait written in five paraphrases and one written in fifty templates). Small clusters are
-    not noise here: the pipeline's privacy floor hides those with too few users. Beyond `max_points` rows, the tree
-    is built on a seeded sample and every other row takes the cluster of its nearest sampled row when within
+    so raw cosines are all positive and say more about shared boilerplate than about traits. With the population's
+    mean statement subtracted (`center`), a cosine of 0 means "no more alike than two statements of this population
+    at random". Complete linkage at `max_distance=1.0` makes groups in which every two statements are at least that
+    alike, so no insight spans unrelated statements. A trait written in many wordings (five labels times five
+    explanations, say) can have a pair below chance and split there; so groups then join, most alike first, while the
+    mean cosine between their members is at least `join_similarity` (None: no joining). Both values were chosen on
+    the tuning generator (docs/insights.md). The granularity is a similarity, not a number of clusters or a minimum
+    cluster size, so it does not change with the population's size (a density clusterer's minimum size differs
+    between a trait written in five paraphrases and one written in fifty templates). Small clusters are not noise
+    here: the pipeline's privacy floor hides those with too few users. Beyond `max_points` rows, the clusters are
+    found on a seeded sample and every other row takes the cluster of its nearest sampled row when within
     `max_distance` of it (noise otherwise).
     """
 
-    def __init__(self, max_distance: float = 1.0, center: bool = True, max_points: int = FIT_SAMPLE) -> None:
+    def __init__(
+        self, max_distance: float = 1.0, join_similarity: float | None = 0.25, center: bool = True,
+        max_points: int = FIT_SAMPLE,
+    ) -> None:
         self.max_distance = max_distance
+        self.join_similarity = join_similarity
         self.center = center
         self.max_points = max_points
 
     def cluster(self, vectors: np.ndarray, seed: int) -> np.ndarray:
         if not 0 < self.max_distance < 2:
             raise ValueError("max_distance must be in (0, 2)")
+        if self.join_similarity is not None and not -1 <= self.join_similarity <= 1:
+            raise ValueError("join_similarity must be in [-1, 1] or None")
         n = len(vectors)
         if n < 2:
             return np.zeros(n, dtype=np.int64)
@@ -284,6 +293,8 @@ class CompleteLinkageClusterer:
         sampled_vectors = _unit_rows(sampled_units - mean)
         tree = linkage(pdist(sampled_vectors.astype(np.float64), "cosine"), method="complete")
         sampled_labels = fcluster(tree, self.max_distance, criterion="distance").astype(np.int64) - 1
+        if self.join_similarity is not None:
+            sampled_labels = _join_alike_on_average(sampled_vectors, sampled_labels, self.join_similarity)
         if len(sample) == n:
             return sampled_labels
         labels = np.full(n, -1, dtype=np.int64)
@@ -294,6 +305,34 @@ class CompleteLinkageClusterer:
             within = similarity[:, 0] >= 1.0 - self.max_distance
             labels[chunk[within]] = sampled_labels[nearest[within, 0]]
         return labels
+
+
+def _join_alike_on_average(unit_vectors: np.ndarray, labels: np.ndarray, min_similarity: float) -> np.ndarray:
+    """Average linkage over the clusters of `labels` (0..k-1): the two clusters whose members have the highest mean
+    cosine join, and again, while that mean is at least `min_similarity`; returns labels 0..j-1."""
+    n_clusters = int(labels.max()) + 1
+    sizes = np.bincount(labels, minlength=n_clusters).astype(np.float64)
+    sums = np.zeros((n_clusters, unit_vectors.shape[1]))
+    np.add.at(sums, labels, unit_vectors)
+    # similarity[a, b]: mean cosine over the pairs of members of a and b (the dot product of their mean vectors).
+    means = sums / sizes[:, None]
+    similarity = means @ means.T
+    np.fill_diagonal(similarity, -np.inf)
+    parent = np.arange(n_clusters)
+    alive = np.ones(n_clusters, dtype=bool)
+    while alive.sum() > 1:
+        a, b = np.unravel_index(np.argmax(similarity), similarity.shape)
+        if similarity[a, b] < min_similarity:
+            break
+        # Lance-Williams update for average linkage: the joined cluster's mean similarity to every other cluster.
+        joined = (sizes[a] * similarity[a] + sizes[b] * similarity[b]) / (sizes[a] + sizes[b])
+        similarity[a], similarity[:, a] = joined, joined
+        similarity[a, a] = -np.inf
+        similarity[b], similarity[:, b] = -np.inf, -np.inf
+        sizes[a] += sizes[b]
+        alive[b] = False
+        parent[parent == b] = a
+    return np.unique(parent, return_inverse=True)[1][labels].astype(np.int64)
 
 
 class HDBSCANClusterer:
