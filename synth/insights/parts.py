@@ -319,8 +319,7 @@ def _join_alike_on_average(unit_vectors: np.ndarray, labels: np.ndarray, min_sim
     similarity = means @ means.T
     np.fill_diagonal(similarity, -np.inf)
     parent = np.arange(n_clusters)
-    alive = np.ones(n_clusters, dtype=bool)
-    while alive.sum() > 1:
+    for _ in range(n_clusters - 1):
         a, b = np.unravel_index(np.argmax(similarity), similarity.shape)
         if similarity[a, b] < min_similarity:
             break
@@ -330,7 +329,6 @@ def _join_alike_on_average(unit_vectors: np.ndarray, labels: np.ndarray, min_sim
         similarity[a, a] = -np.inf
         similarity[b], similarity[:, b] = -np.inf, -np.inf
         sizes[a] += sizes[b]
-        alive[b] = False
         parent[parent == b] = a
     return np.unique(parent, return_inverse=True)[1][labels].astype(np.int64)
 
