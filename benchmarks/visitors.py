@@ -34,7 +34,7 @@ from components.model_handle import ModelHandle
 from components.studio import device_tasks, without_response_cache
 from components.visitors import Visitors
 from synth.events import PersonaReady
-from synth.lm import default_fit_concurrency, describe, packaged_model_path
+from synth.lm import APP_QUANTIZE, default_fit_concurrency, describe, packaged_model_path
 from synth.lm.config import EngineConfig
 from synth.lm.engine import LocalEngine
 from synth.lm.loading import QUANTIZATIONS, QUANTIZE_HELP, LocalModel
@@ -109,7 +109,8 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--labels", type=int, default=5)
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where native), bfloat16 or float32")
-    parser.add_argument("--quantize", default="none", choices=QUANTIZATIONS, help=QUANTIZE_HELP)
+    parser.add_argument("--quantize", default=APP_QUANTIZE, choices=QUANTIZATIONS,
+                        help=f"{QUANTIZE_HELP} (default: the app's, {APP_QUANTIZE})")
     args = parser.parse_args()
 
     page_at = time.perf_counter()  # the app serves its page as the model starts loading in the background

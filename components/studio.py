@@ -27,7 +27,7 @@ from components.try_handlers import DeviceTasks, TryParts
 from components.try_tab import SHORTCUTS_JS, build_try_tab
 from components.visitors import Visitors
 from synth.insights.population import SharedPopulation
-from synth.lm import build_lm, default_fit_concurrency
+from synth.lm import APP_QUANTIZE, build_lm, default_fit_concurrency
 from synth.lm.gpu import gpu_task
 from synth.paths import asset_path, data_dir
 from synth.store import PersonaStore
@@ -88,8 +88,9 @@ def import_model_libraries() -> None:
 def build_app(lm_factory: Callable[[], dspy.BaseLM] | None = None,
               settings: StudioSettings | None = None,
               population: SharedPopulation | None = None) -> tuple[gr.Blocks, ModelHandle]:
-    """The Blocks and its model handle; ``lm_factory`` defaults to ``build_lm`` ($SYNTH_MODEL or offline),
-    ``settings`` to ``StudioSettings.from_env()``, ``population`` to the store's with the bundled sample."""
+    """The Blocks and its model handle; ``lm_factory`` defaults to ``build_lm`` ($SYNTH_MODEL or offline; int8 linear
+    layers on a CPU without native bf16, see ``APP_QUANTIZE``), ``settings`` to ``StudioSettings.from_env()``,
+    ``population`` to the store's with the bundled sample."""
     settings = settings or StudioSettings.from_env()
     import_model_libraries()
     gate = ModelGate(capacity=settings.fit_concurrency or 1, per_client=settings.limits.per_client,
@@ -98,7 +99,7 @@ def build_app(lm_factory: Callable[[], dspy.BaseLM] | None = None,
     def size_gate(lm: dspy.BaseLM) -> None:  # the device is known once the model has loaded
         gate.set_capacity(settings.fit_concurrency or default_fit_concurrency(lm))
 
-    factory = lm_factory or build_lm
+    factory = lm_factory or partial(build_lm, quantize=APP_QUANTIZE)
     model = ModelHandle(lambda: without_response_cache(factory()), on_ready=(size_gate,))
     visitors = Visitors()
     atexit.register(visitors.close)

@@ -20,7 +20,7 @@ from tests.openai_server import ScriptedOpenAIServer
 from tests.scripted import PERSONA, ScriptedEngine, make_pairs, make_population
 
 LM_COMMANDS = ("fit", "judge", "generate", "optimize-theta", "eval", "eval-scaling", "insights", "app")
-MODEL_FLAGS = ("--model", "--api-base", "--api-key", "--device")
+MODEL_FLAGS = ("--model", "--api-base", "--api-key", "--device", "--quantize")
 CACHE_FLAGS = ("--cache-dir", "--no-cache")
 
 
@@ -81,7 +81,11 @@ def test_every_command_is_registered_once():
      {"personas": ["a.jsonl", "b.json"], "output": "i.json", "html": "r.html", "min_users": 3, "seed": 2,
       "resamples": 0, "model": "offline", "llm_facets": True, "no_cache": True}),
     (["insights", "a.jsonl", "-o", "i.json"], {"model": None, "llm_facets": False, "min_users": 5, "resamples": 5}),
-    (["app", "--host", "0.0.0.0", "--port", "9000", "--share"], {"host": "0.0.0.0", "port": 9000, "share": True}),
+    (["app", "--host", "0.0.0.0", "--port", "9000", "--share"],
+     {"host": "0.0.0.0", "port": 9000, "share": True, "quantize": "auto"}),  # a visitor's wait matters most
+    (["app", "--quantize", "none"], {"quantize": "none"}),
+    (["fit", "p.jsonl", "-o", "a.json"], {"quantize": "none"}),  # a seeded fit repeats exactly
+    (["fit", "p.jsonl", "-o", "a.json", "--quantize", "int8"], {"quantize": "int8"}),
     (["prepare", "--model", "offline", "--cache-dir", "c", "--device", "cpu", "--quiet"],
      {"model": "offline", "cache_dir": "c", "device": "cpu", "quiet": True}),
 ])
@@ -106,6 +110,8 @@ def test_each_command_parses_its_arguments(argv, expected):
     ["fit", "p.jsonl", "-o", "a.json", "--tie-break", "random"],
     ["prepare", "--api-base", "http://h/v1"],  # only local models are prepared: no server to name
     ["prepare", "--no-cache"],  # prepare caches no LM answers
+    ["prepare", "--quantize", "int8"],  # prepare converts weights; it runs no model to quantize
+    ["fit", "p.jsonl", "-o", "a.json", "--quantize", "int4"],
 ])
 def test_bad_arguments_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -134,6 +140,23 @@ def test_shared_flags_mean_one_thing_in_every_command():
     assert all(text.startswith("LM calls in flight at once") for text in threads.values())
     assert {name for name, parser in commands.items() if "--parallel-users" in options(parser)} == {
         "eval", "eval-scaling"}
+
+
+def test_quantize_reaches_the_local_engine_the_command_builds(tmp_path):
+    from synth.cli.common import lm_options
+    from synth.lm import build_lm
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    engines = []
+    for argv, expected in ((["app"], "auto"), (["fit", "p.jsonl", "-o", "a.json"], "none")):
+        options = lm_options(build_parser().parse_args([*argv, "--model", str(folder)]))
+        assert options["quantize"] == expected
+        engines.append(build_lm(**options).engine)  # nothing loads until the first call
+        assert engines[-1].local_model.quantize_request == expected and not engines[-1].local_model.is_loaded
+    assert engines[0] is not engines[1]  # one engine (one copy of the weights) per quantization
+    for engine in engines:
+        engine.close()
 
 
 def test_cache_dir_is_the_root_of_every_cache(tmp_path, monkeypatch):

@@ -44,17 +44,20 @@ def test_generate_needs_params_for_every_prompt(engine):
         engine.generate(PROMPTS[:2], [GenerationParams()])
 
 
-def test_one_engine_per_model_and_device_and_a_closed_one_is_replaced(tmp_path, monkeypatch):
+def test_one_engine_per_model_device_and_quantization_and_a_closed_one_is_replaced(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTH_BATCHING", "0")
     registry = EngineRegistry()
     engine = registry.get("some/model")
     assert registry.get("some/model") is engine and registry.get("some/model", "cpu") is not engine
+    quantized = registry.get("some/model", "auto", "auto")
+    assert quantized is not engine and quantized.local_model.quantize_request == "auto"
+    assert engine.local_model.quantize_request == "none"
     assert engine.config == EngineConfig(batching=False) and not engine.local_model.is_loaded
     engine.close()
     replacement = registry.get("some/model")
     assert replacement is not engine and not replacement.is_closed
     assert replacement.local_model is engine.local_model  # the same weights
-    for made in (replacement, registry.get("some/model", "cpu")):
+    for made in (replacement, registry.get("some/model", "cpu"), quantized):
         made.close()
 
 

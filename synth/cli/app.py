@@ -6,6 +6,7 @@ import argparse
 import os
 
 from synth.cli import common
+from synth.lm import APP_QUANTIZE
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -24,6 +25,6 @@ def register(commands) -> None:
     app.add_argument("--port", type=common.at_least(1), default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                      help="port (default $GRADIO_SERVER_PORT, else 7860)")
     app.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    common.add_model_options(app)
+    common.add_model_options(app, quantize=APP_QUANTIZE)
     common.add_cache_options(app)
     app.set_defaults(func=cmd_app)

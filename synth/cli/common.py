@@ -1,6 +1,7 @@
 """The options synth's commands share. Each flag means one thing in every command that has it (docs/cli.md):
 
-- ``--model``, ``--api-base``, ``--api-key``, ``--device``: the LM, as ``synth.lm.build_lm`` reads a spec.
+- ``--model``, ``--api-base``, ``--api-key``, ``--device``, ``--quantize``: the LM, as ``synth.lm.build_lm`` reads a
+  spec (``--quantize`` defaults to none, so a seeded run repeats exactly, except in ``app``, where it is auto).
 - ``--cache-dir``: the root of synth's caches (DSPy's responses, embeddings, converted model weights), the same as
   setting ``$SYNTH_CACHE_DIR``; ``--no-cache``: answers are computed afresh, never read from or written to a cache.
 - ``--threads``: LM calls in flight at once (per user in ``eval``).
@@ -51,8 +52,11 @@ def fraction(text: str) -> float:
 
 
 def add_model_options(parser: argparse.ArgumentParser, default_text: str = "$SYNTH_MODEL, else offline",
-                      remote: bool = True) -> None:
-    """``remote=False`` for commands that only ever touch local models (no server to name)."""
+                      remote: bool = True, quantize: str | None = "none") -> None:
+    """``remote=False`` for commands that only ever touch local models (no server to name); ``quantize`` is the
+    default of ``--quantize`` (None: no such option, for commands that run no model)."""
+    from synth.lm.loading import QUANTIZATIONS, QUANTIZE_HELP
+
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=None, help=f"{MODEL_HELP} (default: {default_text})")
     if remote:
@@ -61,6 +65,9 @@ def add_model_options(parser: argparse.ArgumentParser, default_text: str = "$SYN
         group.add_argument("--api-key", default=None, help="key for --api-base or the provider (default: the "
                                                            "provider's environment variable, e.g. $OPENAI_API_KEY)")
     group.add_argument("--device", default="auto", help="for local models: auto (CUDA > MPS > CPU), cuda, mps or cpu")
+    if quantize is not None:
+        group.add_argument("--quantize", choices=QUANTIZATIONS, default=quantize,
+                           help=f"for local models: {QUANTIZE_HELP} (default: {quantize})")
 
 
 def add_cache_options(parser: argparse.ArgumentParser, responses: bool = True) -> None:
@@ -124,7 +131,7 @@ def lm_options(args: argparse.Namespace, spec: str | None = None) -> dict[str, A
     """``synth.lm.build_lm`` keyword arguments from the model and cache options (``spec`` replaces ``--model``);
     plain values, so a Ray worker can build the same LM."""
     return {"spec": spec or args.model, "api_base": args.api_base, "api_key": args.api_key, "device": args.device,
-            "cache": not args.no_cache}
+            "quantize": args.quantize, "cache": not args.no_cache}
 
 
 def build_lm_from(args: argparse.Namespace, spec: str | None = None):

@@ -228,7 +228,7 @@ def register(commands) -> None:
     theta.add_argument("pairs", help="pairs of many users (each row with a user_id)")
     common.add_output_option(theta, "Θ program file to write")
     theta.add_argument("--teacher-model", help="model that proposes instructions (distil Θ from a larger model); "
-                                               "same --api-base, --api-key and --device as --model")
+                                               "same --api-base, --api-key, --device and --quantize as --model")
     theta.add_argument("--auto", choices=["light", "medium", "heavy"], default="light", help="MIPROv2's budget")
     theta.add_argument("--max-users", type=common.at_least(1), default=40, help="users sampled from PAIRS (default 40)")
     theta.add_argument("--theta-demos", type=common.at_least(0), default=2,

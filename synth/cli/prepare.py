@@ -38,7 +38,7 @@ def register(commands) -> None:
     """Add ``prepare`` to the ``synth`` sub-command parser."""
     prepare = commands.add_parser("prepare", help="convert and cache a local model now, so the first start is fast "
                                                   "(model: $SYNTH_MODEL, else offline)")
-    common.add_model_options(prepare, remote=False)
+    common.add_model_options(prepare, remote=False, quantize=None)
     common.add_cache_options(prepare, responses=False)
     common.add_quiet_option(prepare)
     prepare.set_defaults(func=cmd_prepare)

@@ -5,7 +5,7 @@ Model specs understood by :func:`build_lm` (and the CLI's ``--model``):
 - ``offline`` (default, or ``$SYNTH_MODEL`` when set): the packaged Gemma 3 270M base GGUF, on CPU.
 - ``llama-3.2-3b``: shorthand for ``local:meta-llama/Llama-3.2-3B-Instruct`` (gated: set ``HF_TOKEN``).
 - ``local:<hf id | directory | file.gguf>``: transformers in this process (bf16 on CUDA and on CPUs with native
-  bf16, else fp32; int8 linear layers on request, see ``synth.lm.loading.pick_quantization``).
+  bf16, else fp32; int8 linear layers with ``quantize``, see ``synth.lm.loading.pick_quantization``).
 - ``<provider>/<model>`` or ``remote:<provider>/<model>``: any LiteLLM id through ``dspy.LM`` (OpenAI, vLLM,
   Ollama...); pass ``api_base`` for an OpenAI-compatible server.
 
@@ -38,6 +38,9 @@ OFFLINE = "offline"
 ALIASES = {"llama-3.2-3b": "local:meta-llama/Llama-3.2-3B-Instruct"}
 SPACES_DEFAULT = "llama-3.2-3b"
 CPU_FIT_THREADS = 16
+# The studio's quantization: a visitor waits for the fit, and on a CPU without native bf16 int8 linear layers fit
+# about twice as fast; a seeded fit then varies a little from run to run, which an interactive fit can afford.
+APP_QUANTIZE = "auto"
 REMOTE_FIT_CONCURRENCY = 4  # fits at once on a remote API: the server batches; rate limits bound it
 
 # The local engines of this process: one per (model, device), so one copy of each model's weights is loaded.
@@ -73,17 +76,18 @@ class ModelInfo:
     device: str
 
 
-def local_engine(source: str, device: str = "auto") -> LocalEngine:
+def local_engine(source: str, device: str = "auto", quantize: str = "none") -> LocalEngine:
     """This process's engine for a local model on a device (see :data:`ENGINES`)."""
-    return ENGINES.get(source, device)
+    return ENGINES.get(source, device, quantize)
 
 
 def build_lm(spec: str | None = None, *, api_base: str | None = None, api_key: str | None = None,
-             device: str = "auto", max_tokens: int = 512, cache: bool = True) -> dspy.LM:
-    """Build the dspy.LM for a model spec (see module docstring)."""
+             device: str = "auto", quantize: str = "none", max_tokens: int = 512, cache: bool = True) -> dspy.LM:
+    """Build the dspy.LM for a model spec (see module docstring); ``quantize`` (one of
+    ``synth.lm.loading.QUANTIZATIONS``) applies to local models only."""
     resolved = resolve_spec(spec)
     if resolved.startswith("local:"):
-        return local_engine(resolved[len("local:"):], device).as_lm(max_tokens=max_tokens, cache=cache)
+        return local_engine(resolved[len("local:"):], device, quantize).as_lm(max_tokens=max_tokens, cache=cache)
     model = resolved[len("remote:"):] if resolved.startswith("remote:") else resolved
     extra = {k: v for k, v in {"api_base": api_base, "api_key": api_key}.items() if v}
     return dspy.LM(model, temperature=0.0, max_tokens=max_tokens, cache=cache, **extra)

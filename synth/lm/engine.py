@@ -178,19 +178,20 @@ class TextStream:
 
 
 class EngineRegistry:
-    """The local engines of a process, one per (model source, device): every LM built for a model shares one copy of
-    its weights and one scheduler. An engine is made on first request with ``EngineConfig.from_env()``; a closed one
-    is replaced by a new engine over the same weights."""
+    """The local engines of a process, one per (model source, device, quantization request): every LM built for a
+    model shares one copy of its weights and one scheduler. An engine is made on first request with
+    ``EngineConfig.from_env()``; a closed one is replaced by a new engine over the same weights."""
 
     def __init__(self):
-        self._engines: dict[tuple[str, str], LocalEngine] = {}
+        self._engines: dict[tuple[str, str, str], LocalEngine] = {}
         self._lock = threading.Lock()
 
-    def get(self, source: str, device: str = "auto") -> LocalEngine:
-        key = (source, device)
+    def get(self, source: str, device: str = "auto", quantize: str = "none") -> LocalEngine:
+        key = (source, device, quantize)
         with self._lock:
             engine = self._engines.get(key)
             if engine is None or engine.is_closed:
-                model = engine.local_model if engine is not None else LocalModel(source, device=device)
+                model = (engine.local_model if engine is not None
+                         else LocalModel(source, device=device, quantize=quantize))
                 engine = self._engines[key] = LocalEngine(model, EngineConfig.from_env())
             return engine

@@ -81,8 +81,8 @@ def isa_limits() -> str:
 
 
 QUANTIZATIONS = ("auto", "none", "int8")
-QUANTIZE_HELP = ("none (default); int8: the linear layers in int8 (CPU only); auto: int8 on a CPU without native bf16 "
-                 "when --dtype is auto, else none (see synth.lm.loading.pick_quantization)")
+QUANTIZE_HELP = ("int8: the linear layers in int8 (CPU only); auto: int8 on a CPU without native bf16 when the "
+                 "dtype is left to the hardware, else none; none: as loaded (see synth.lm.loading.pick_quantization)")
 
 
 def pick_quantization(device: str, dtype_request: str = "auto", requested: str = "auto",
@@ -93,8 +93,8 @@ def pick_quantization(device: str, dtype_request: str = "auto", requested: str =
     precision is left to the hardware (``dtype_request`` auto) and that hardware is a CPU without native bf16, which
     would otherwise run fp32; none everywhere else: a bf16 CPU, a GPU, or a dtype asked for by name (float32 means
     exact fp32). ``native_bf16`` overrides :func:`cpu_has_native_bf16`. ``LocalModel``'s default is none, not auto:
-    on an AVX2-only CPU (emulated) int8 saved CPU time but little wall time, and moved the packaged judge's
-    probabilities (docs/performance.md).
+    int8 scales each matrix product's input as a whole, so a row's numbers depend on the rows batched with it and
+    a seeded fit is no longer the same from run to run; the app, where speed matters more, asks for auto.
     """
     if requested == "int8" and device != "cpu":
         raise ValueError(f"int8 quantization runs on the CPU only, not on {device}")
