@@ -67,3 +67,25 @@ def test_precomputed_embeddings_errors_name_file_row_and_column(tmp_path) -> Non
     _write_embeddings(good, ["a"], [[1, 0]])
     with pytest.raises(EmbeddingsFileError, match=r"1 of 2 texts to embed are not in the file, e.g. 'b'"):
         PrecomputedEmbedder(good).embed(["a", "b"])
+
+
+def test_auto_precision_is_bf16_only_where_the_language_models_run_bf16(monkeypatch):
+    """One test of the hardware for both: a CPU with AVX512-BF16 (an AMD EPYC of the Zen 5 kind) or AMX, unless
+    oneDNN is limited below it (the AVX2 emulation), where bf16 weights would run emulated and several times slower."""
+    import torch
+
+    from synth.insights.embedding import SentenceTransformerEmbedder
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert SentenceTransformerEmbedder()._uses_bf16()
+    assert not SentenceTransformerEmbedder(device="cuda")._uses_bf16()
+    assert not SentenceTransformerEmbedder(precision="float32")._uses_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not SentenceTransformerEmbedder()._uses_bf16()
+    assert SentenceTransformerEmbedder(precision="bfloat16")._uses_bf16()  # asked for by name: as asked
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)  # an AMD EPYC with AVX2 only
+    assert not SentenceTransformerEmbedder()._uses_bf16()

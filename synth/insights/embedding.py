@@ -38,23 +38,15 @@ def _packaged_minilm_path() -> str | None:
     return str(get_model_path())
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX or AVX512-BF16), where bf16 is much faster than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 class SentenceTransformerEmbedder:
     """sentence-transformers encoder, loaded on first use.
 
     `model=None` uses the packaged all-MiniLM-L6-v2 when installed, otherwise downloads `DEFAULT_MODEL` from the hub.
-    `precision="auto"` runs the encoder with bfloat16 weights on a CPU with native bf16 (AMX, AVX512-BF16) and in
-    float32 elsewhere. bfloat16 weights are faster than bfloat16 autocast (which re-casts the float32 weights at every
-    call); the vectors agree with float32 ones to a cosine above 0.99, far closer than any two statements a clustering
-    tells apart, so both share the cache.
+    `precision="auto"` runs the encoder with bfloat16 weights on a CPU with native bf16 (AMX, AVX512-BF16; the same
+    test as the language models', `synth.lm.loading.cpu_has_native_bf16`) and in float32 elsewhere. bfloat16
+    weights are faster than bfloat16 autocast (which re-casts the float32 weights at every call); the vectors agree
+    with float32 ones to a cosine above 0.99, far closer than any two statements a clustering tells apart, so both
+    share the cache.
     """
 
     def __init__(
@@ -83,7 +75,9 @@ class SentenceTransformerEmbedder:
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {self.precision!r}")
         if self.precision == "auto":
-            return self.device == "cpu" and cpu_has_fast_bf16()
+            from synth.lm.loading import cpu_has_native_bf16
+
+            return self.device == "cpu" and cpu_has_native_bf16()
         return self.precision == "bfloat16"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -90,10 +90,10 @@ def nearest_in(
     """
     import torch
 
-    from synth.insights.embedding import cpu_has_fast_bf16
+    from synth.lm.loading import cpu_has_native_bf16
 
     k = min(k, len(references))
-    dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     reference_matrix = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32)).to(dtype).T
     rows = np.arange(len(queries)) if rows is None else rows
     indices = np.empty((len(rows), k), dtype=np.int64)
