@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import dspy
 import pytest
 
-from synth.lm import EngineConfig, default_fit_concurrency, fit_threads, gpu_task, local_engine
+from synth.lm import EngineConfig, default_fit_concurrency, fit_threads, gpu_task, loading, local_engine
+from synth.lm import engine as engine_module
 from synth.lm.engine import EngineRegistry, LocalEngine
 from synth.lm.loading import LocalModel
 from synth.lm.sampling import GenerationParams
@@ -47,18 +48,32 @@ def test_generate_needs_params_for_every_prompt(engine):
 def test_one_engine_per_model_device_and_quantization_and_a_closed_one_is_replaced(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTH_BATCHING", "0")
     registry = EngineRegistry()
-    engine = registry.get("some/model")
-    assert registry.get("some/model") is engine and registry.get("some/model", "cpu") is not engine
-    quantized = registry.get("some/model", "auto", "auto")
-    assert quantized is not engine and quantized.local_model.quantize_request == "auto"
+    engine = registry.get("some/model", "cpu")
+    assert registry.get("some/model", "cpu") is engine and registry.get("some/model", "cuda") is not engine
+    quantized = registry.get("some/model", "cpu", "int8")
+    assert quantized is not engine and quantized.local_model.quantize_request == "int8"
     assert engine.local_model.quantize_request == "none"
     assert engine.config == EngineConfig(batching=False) and not engine.local_model.is_loaded
     engine.close()
-    replacement = registry.get("some/model")
+    replacement = registry.get("some/model", "cpu")
     assert replacement is not engine and not replacement.is_closed
     assert replacement.local_model is engine.local_model  # the same weights
-    for made in (replacement, registry.get("some/model", "cpu"), quantized):
+    for made in (replacement, registry.get("some/model", "cuda"), quantized):
         made.close()
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_requests_that_resolve_to_the_same_load_share_one_engine(monkeypatch, native_bf16):
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(engine_module, "pick_device", lambda requested: "cpu" if requested == "auto" else requested)
+    registry = EngineRegistry()
+    plain = registry.get("some/model", "cpu", "none")
+    assert registry.get("some/model", "auto", "none") is plain  # "auto" is the CPU on this machine
+    # Quantization "auto" is none where the CPU runs bf16 natively, and int8 where it does not.
+    assert (registry.get("some/model", "auto", "auto") is plain) is native_bf16
+    assert (registry.get("some/model", "cpu", "auto") is registry.get("some/model", "cpu", "int8")) is not native_bf16
+    with pytest.raises(ValueError, match="int8 quantization runs on the CPU only"):
+        registry.get("some/model", "cuda", "int8")
 
 
 def test_engine_config_batches_unless_disabled_and_resolves_per_device(monkeypatch):

@@ -43,7 +43,7 @@ CPU_FIT_THREADS = 16
 APP_QUANTIZE = "auto"
 REMOTE_FIT_CONCURRENCY = 4  # fits at once on a remote API: the server batches; rate limits bound it
 
-# The local engines of this process: one per (model, device, quantization), so each model's weights load once.
+# The local engines of this process: one per (model, device, quantization) as resolved here, so each load happens once.
 ENGINES = EngineRegistry()
 
 

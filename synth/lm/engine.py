@@ -16,7 +16,7 @@ import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 
 from synth.lm.config import EngineConfig
-from synth.lm.loading import LocalModel
+from synth.lm.loading import LocalModel, pick_device, pick_quantization
 from synth.lm.prompts import PromptFormat, request_messages
 from synth.lm.runner import Generation, ModelRunner, context_tokens
 from synth.lm.sampling import GenerationParams, TextPieces
@@ -178,16 +178,19 @@ class TextStream:
 
 
 class EngineRegistry:
-    """The local engines of a process, one per (model source, device, quantization request): every LM built for a
-    model shares one copy of its weights and one scheduler. An engine is made on first request with
-    ``EngineConfig.from_env()``; a closed one is replaced by a new engine over the same weights."""
+    """The local engines of a process, one per (model source, device, quantization) as they resolve on this machine:
+    every LM built for a model shares one copy of its weights and one scheduler, also when two callers ask in other
+    words for the same load ("auto" and "cpu" on a CPU-only machine; quantization "auto" and "none" where the CPU
+    runs bf16). An engine is made on first request with ``EngineConfig.from_env()``; a closed one is replaced by a
+    new engine over the same weights."""
 
     def __init__(self):
         self._engines: dict[tuple[str, str, str], LocalEngine] = {}
         self._lock = threading.Lock()
 
     def get(self, source: str, device: str = "auto", quantize: str = "none") -> LocalEngine:
-        key = (source, device, quantize)
+        resolved_device = pick_device(device)
+        key = (source, resolved_device, pick_quantization(resolved_device, "auto", quantize))
         with self._lock:
             engine = self._engines.get(key)
             if engine is None or engine.is_closed:
