@@ -7,11 +7,13 @@ held-out ones written with other wording and formats: `markdown` (LLM-style `**L
 filler lines and a closing summary) and `fused` (plain prose, facets paraphrased and often fused into one
 sentence). A planted facet is recovered when a shown insight's users have Jaccard >= 0.5 with the facet's users.
 
-Rows: the pipeline's default (complete-linkage clusters of the embeddings less their mean, every two members at
+Rows: the pipeline's default (words found in at least a tenth of a first pass's clusters left out of the
+embeddings' pooling as filler; complete-linkage clusters of the embeddings less their mean, every two members at
 cosine distance <= 1.0, then clusters whose members have a mean cosine >= 0.25 joined by average linkage; a wording
-that at least a fifth of personas share is an insight of its own), the default
-without the common-wording rule, the other clusterer and reduction variants measured for that choice (BERTopic's
-UMAP 5-d + HDBSCAN, the previous default, with clusters of the same distinctive words joined), and the baseline
+that at least a fifth of personas share is an insight of its own), the default without filler words (the previous
+default), at other filler shares, and without the common-wording rule, the other clusterer and reduction variants
+measured (BERTopic's UMAP 5-d + HDBSCAN, the default two rounds ago, with clusters of the same distinctive words
+joined; every variant is the default with the one change its name says), and the baseline
 the issue describes (split on lines, list items and sentences, strip markdown, drop fragments under 3 words,
 all-MiniLM-L6-v2, k-means with k chosen by silhouette over 10..38, privacy floor 5). Embeddings are cached in a
 folder shared by all rows (`--cache-dir`, default a temporary one).
@@ -52,8 +54,12 @@ MIN_USERS = 5
 def pipeline_variants() -> dict[str, Callable[[], dict]]:
     """Name -> the PopulationInsights parts of that variant (the first is the default)."""
     return {
-        "default: complete linkage of centred embeddings (distance <= 1.0), then clusters alike on average joined "
-        "(mean cosine >= 0.25), common wordings apart": dict,
+        "default: filler words (in >= 10% of a first pass's clusters) left out of the pooling, complete linkage of "
+        "centred embeddings (distance <= 1.0), then clusters alike on average joined (mean cosine >= 0.25), common "
+        "wordings apart": dict,
+        "default without filler words (previous default)": lambda: {"filler_share": None},
+        "filler words in >= 5% of the first pass's clusters": lambda: {"filler_share": 0.05},
+        "filler words in >= 20% of the first pass's clusters": lambda: {"filler_share": 0.2},
         "default without the common-wording rule": lambda: {"common_share": None},
         "default without joining clusters alike on average": lambda: {
             "clusterer": CompleteLinkageClusterer(join_similarity=None)},
@@ -68,7 +74,7 @@ def pipeline_variants() -> dict[str, Callable[[], dict]]:
         "complete linkage, not centred, distance <= 0.85, not joined": lambda: {
             "clusterer": CompleteLinkageClusterer(0.85, join_similarity=None, center=False)},
         "default with same-vocabulary joining (0.16)": lambda: {"merge_similarity": 0.16},
-        "UMAP 5-d + HDBSCAN leaf (>= 1%), same-vocabulary joined (previous default)": lambda: {
+        "UMAP 5-d + HDBSCAN leaf (>= 1%), same-vocabulary joined (default two rounds ago)": lambda: {
             "reducer": UMAPReducer(), "clusterer": HDBSCANClusterer(), "merge_similarity": 0.16},
         "UMAP 5-d + HDBSCAN leaf (>= 1%)": lambda: {"reducer": UMAPReducer(), "clusterer": HDBSCANClusterer()},
         "UMAP 5-d + HDBSCAN excess of mass (>= 1%)": lambda: {

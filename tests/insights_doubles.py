@@ -57,3 +57,49 @@ def topic_pipeline(**kwargs) -> PopulationInsights:
     return PopulationInsights(
         embedder=TopicEmbedder(TOPICS), clusterer=KMeansClusterer(n_clusters=4), projector=PCAProjector(), **kwargs
     )
+
+
+class WordBagEmbedder:
+    """The mean of one fixed random unit vector per word (seeded by the word), so words shared across traits pull
+    statements together; `embed_ignoring` leaves the given words out of the mean, as a sentence-transformers model's
+    masked pooling does. Records the ignored words it was asked to leave out."""
+
+    model_id = "word-bag-test"
+
+    def __init__(self) -> None:
+        self.ignored_calls: list[frozenset[str]] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._pool(texts, frozenset())
+
+    def embed_ignoring(self, texts: list[str], ignored_words) -> np.ndarray:
+        self.ignored_calls.append(frozenset(ignored_words))
+        return self._pool(texts, frozenset(ignored_words))
+
+    @staticmethod
+    def _pool(texts: list[str], ignored: frozenset[str]) -> np.ndarray:
+        from synth.insights.embedding import words_of
+
+        rows = []
+        for text in texts:
+            words = [word for word in words_of(text) if word not in ignored] or words_of(text)
+            vectors = [np.random.default_rng(int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little"))
+                       .normal(size=64) for word in words]
+            mean = np.mean([vector / np.linalg.norm(vector) for vector in vectors], axis=0)
+            rows.append(mean / np.linalg.norm(mean))
+        return np.stack(rows).astype(np.float32)
+
+
+HOBBIES = {"cook": ["pasta", "bread", "soup"], "garden": ["roses", "tulips", "herbs"], "chess": ["openings", "endgames",
+           "puzzles"], "hike": ["trails", "summits", "ridges"], "bees": ["hives", "honey", "swarms"]}
+
+
+def filler_personas(n_per_hobby: int = 8) -> list[Persona]:
+    """Five hobbies, each statement naming its hobby twice and one of three objects, and ending with one of two
+    tails that every hobby uses ("on every day", "at the weekend"): filler spread over all hobbies."""
+    personas = []
+    for hobby, objects in HOBBIES.items():
+        for i in range(n_per_hobby):
+            tail = "on every day" if i % 2 else "at the weekend"
+            personas.append(Persona(f"{hobby}-{i}", f"The user loves {hobby} {objects[i % 3]} {hobby} {tail}."))
+    return personas

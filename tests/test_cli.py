@@ -142,19 +142,24 @@ def test_shared_flags_mean_one_thing_in_every_command():
         "eval", "eval-scaling"}
 
 
-def test_quantize_reaches_the_local_engine_the_command_builds(tmp_path):
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_quantize_reaches_the_local_engine_the_command_builds(tmp_path, monkeypatch, native_bf16):
     from synth.cli.common import lm_options
-    from synth.lm import build_lm
+    from synth.lm import build_lm, loading
 
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native_bf16)
     folder = tmp_path / "model"
     folder.mkdir()
     engines = []
     for argv, expected in ((["app"], "auto"), (["fit", "p.jsonl", "-o", "a.json"], "none")):
-        options = lm_options(build_parser().parse_args([*argv, "--model", str(folder)]))
+        options = lm_options(build_parser().parse_args([*argv, "--model", str(folder), "--device", "cpu"]))
         assert options["quantize"] == expected
         engines.append(build_lm(**options).engine)  # nothing loads until the first call
-        assert engines[-1].local_model.quantize_request == expected and not engines[-1].local_model.is_loaded
-    assert engines[0] is not engines[1]  # one engine (one copy of the weights) per quantization
+        assert not engines[-1].local_model.is_loaded
+    assert engines[0].local_model.quantize_request == "auto"
+    # One engine (one copy of the weights) per quantization as it resolves: the app's auto is int8 on a CPU without
+    # native bf16, and none, the same load as fit's, on one with it.
+    assert (engines[0] is engines[1]) is native_bf16
     for engine in engines:
         engine.close()
 

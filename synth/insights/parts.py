@@ -107,7 +107,7 @@ def nearest_in(
     return indices, similarities
 
 
-def _seeded_sample(n: int, size: int, seed: int) -> np.ndarray:
+def seeded_sample(n: int, size: int, seed: int) -> np.ndarray:
     """Sorted row indices of a seeded sample of `size` rows (all rows when there are no more than that)."""
     if n <= size:
         return np.arange(n)
@@ -156,7 +156,7 @@ class UMAPReducer:
 
         from umap import UMAP
 
-        fitted = _seeded_sample(n, self.max_fit_points, self.seed)
+        fitted = seeded_sample(n, self.max_fit_points, self.seed)
         fitted_vectors = _unit_rows(vectors[fitted])
         n_neighbors = min(self.n_neighbors, len(fitted) - 1)
         indices, similarities = nearest_neighbors(fitted_vectors, n_neighbors - 1, seed=self.seed)
@@ -287,7 +287,7 @@ class CompleteLinkageClusterer:
         n = len(vectors)
         if n < 2:
             return np.zeros(n, dtype=np.int64)
-        sample = _seeded_sample(n, self.max_points, seed)
+        sample = seeded_sample(n, self.max_points, seed)
         sampled_units = _unit_rows(vectors[sample])
         mean = sampled_units.mean(axis=0) if self.center else np.zeros(vectors.shape[1], np.float32)
         sampled_vectors = _unit_rows(sampled_units - mean)
@@ -362,7 +362,7 @@ class HDBSCANClusterer:
 
         n = len(vectors)
         labels = np.full(n, -1, dtype=np.int64)
-        sample = _seeded_sample(n, self.max_points, seed)
+        sample = seeded_sample(n, self.max_points, seed)
         min_size = max(self.min_cluster_size, math.ceil(self.min_cluster_share * len(sample)), 2)
         if len(sample) < min_size:
             return labels
@@ -442,7 +442,7 @@ class AnchoredTSNEProjector:
             return PCAProjector().project(vectors, seed)
         # Anchors are cluster centres, so a seeded sample finds them as well as the whole population does.
         kmeans = KMeans(n_clusters=n_anchors, random_state=seed, n_init=1).fit(
-            vectors[_seeded_sample(n, self.max_fitted, seed)]
+            vectors[seeded_sample(n, self.max_fitted, seed)]
         )
         anchors = _unit_rows(kmeans.cluster_centers_)
         layout = TSNE(

@@ -4,7 +4,9 @@
 its own:
  1. `_split`: each persona into trait statements (or the statements it carries), and their distinct trait cores;
     `_find_common_wordings`: wordings that a large share of personas share (filler, like stop words);
- 2. `_embed`: each distinct core once (cached by text hash); `_reduce`: fewer dimensions, when a reducer is given;
+ 2. `_find_filler_words`: words spread over many clusters of a first pass on a sample (like stop words, they tell
+    no trait apart); `_embed`: each distinct core once (cached by text hash), its filler words left out of the
+    embedder's pooling; `_reduce`: fewer dimensions, when a reducer is given;
  3. `_cluster`: the distinct cores (each common wording is a cluster of its own; optionally, clusters set apart by
     the same distinctive words are joined); a cluster's size is the number of *unique users* with a statement in
     it, and clusters with fewer than `min_users` users are hidden (privacy floor: only their count is reported);
@@ -34,6 +36,8 @@ from synth.insights.embedding import (
     CachedEmbedder,
     Embedder,
     SentenceTransformerEmbedder,
+    can_ignore_words,
+    words_of,
 )
 from synth.insights.keywords import class_tfidf_keywords, merge_by_vocabulary
 from synth.insights.naming import (
@@ -44,12 +48,14 @@ from synth.insights.naming import (
     Namer,
 )
 from synth.insights.parts import (
+    FIT_SAMPLE,
     AnchoredTSNEProjector,
     Clusterer,
     CompleteLinkageClusterer,
     Projector,
     Reducer,
     interpolate_positions,
+    seeded_sample,
 )
 from synth.insights.splitting import SentenceSplitter, trait_core
 from synth.insights.types import (
@@ -88,6 +94,7 @@ class PopulationInsights:
     - `statements_`: every trait statement's text; `statement_users_`: its persona's index in `user_ids_`;
     - `cores_`: the distinct trait cores (what is embedded); `statement_cores_`: each statement's index in `cores_`;
     - `core_common_`: each core's common wording (-1 = none; see `common_share`);
+    - `filler_words_`: the words left out of every core's embedding (see `filler_share`; empty when off);
     - `embeddings_`: one unit vector per core; `space_`: what the clusterer saw (`embeddings_`, or reduced);
     - `labels_`: each statement's cluster from the clusterer (-1 = noise), before the privacy floor;
       `n_hidden_`: the clusters under the floor;
@@ -108,6 +115,15 @@ class PopulationInsights:
     user apart. A trait is many wordings each held by a few users, so the clusterer, which sees distinct
     wordings, cannot give one shared wording a cluster of its own and would merge it into the nearest trait.
     Each common wording is its own insight instead (listed in `params["common_insights"]`); None turns this off.
+
+    `filler_share`: a word (as `synth.insights.embedding.words_of` spells it) found in at least this share of the
+    clusters of a first pass, and in at least 3 of them, is filler: like a stop word's spread over documents, a word
+    spread over many traits ("the", "answers", "in everyday life") tells none apart, yet it weighs as much as a
+    trait's own words in a sentence embedding's mean over tokens, and pulls statements of different traits together.
+    The first pass clusters whole-text embeddings of a seeded sample of cores (at most `FIT_SAMPLE`); then every
+    core is embedded with its filler words left out of the pooling (`embed_ignoring`: the words still give the
+    others their context). Needs an embedder with `embed_ignoring` (the default's sentence-transformers model);
+    with another (precomputed vectors, say) nothing is left out. None turns this off.
 
     `merge_similarity`: clusters whose c-TF-IDF vectors (the words that set each apart, as in BERTopic's topic
     reduction) have at least this cosine are joined, since the same distinctive words make them one trait in
@@ -131,6 +147,7 @@ class PopulationInsights:
         seed: int = 0,
         cache_dir: str | None = None,
         common_share: float | None = 0.2,
+        filler_share: float | None = 0.1,
         merge_similarity: float | None = None,
     ) -> None:
         self.splitter = splitter
@@ -146,6 +163,7 @@ class PopulationInsights:
         self.seed = seed
         self.cache_dir = cache_dir
         self.common_share = common_share
+        self.filler_share = filler_share
         self.merge_similarity = merge_similarity
 
     @classmethod
@@ -174,6 +192,7 @@ class PopulationInsights:
         self._split(personas)
         self._find_common_wordings()
         clock.lap("split")
+        self._find_filler_words()
         self._embed()
         clock.lap("embed")
         self._reduce()
@@ -213,6 +232,8 @@ class PopulationInsights:
             raise ValueError("resample_fraction must be in (0, 1]")
         if self.common_share is not None and not 0 < self.common_share <= 1:
             raise ValueError("common_share must be in (0, 1] or None")
+        if self.filler_share is not None and not 0 < self.filler_share <= 1:
+            raise ValueError("filler_share must be in (0, 1] or None")
         if self.merge_similarity is not None and not 0 < self.merge_similarity <= 1:
             raise ValueError("merge_similarity must be in (0, 1] or None")
         self.splitter_ = self.splitter or SentenceSplitter()
@@ -272,8 +293,32 @@ class PopulationInsights:
         labels[common >= 0] = labels.max(initial=-1) + 1 + common[common >= 0]
         return labels
 
+    def _find_filler_words(self) -> None:
+        self.filler_words_ = frozenset()
+        if self.filler_share is None or not can_ignore_words(self.embedder_):
+            return
+        distinct = np.flatnonzero(self.core_common_ < 0)  # a common wording is a cluster of its own
+        sample = distinct[seeded_sample(len(distinct), FIT_SAMPLE, self.seed)]
+        if len(sample) < 2:
+            return
+        vectors = self.embedder_.embed([self.cores_[i] for i in sample])
+        labels = self.clusterer_.cluster(self.reducer_.reduce(vectors) if self.reducer_ else vectors, self.seed)
+        clusters_of: dict[str, set[int]] = {}
+        for core, label in zip(sample, labels, strict=True):
+            if label >= 0:
+                for word in words_of(self.cores_[core]):
+                    clusters_of.setdefault(word, set()).add(int(label))
+        n_clusters = len(set(labels[labels >= 0].tolist()))
+        needed = max(MIN_FILLER_CLUSTERS, self.filler_share * n_clusters)
+        self.filler_words_ = frozenset(word for word, clusters in clusters_of.items() if len(clusters) >= needed)
+
     def _embed(self) -> None:
-        self.embeddings_ = self.embedder_.embed(self.cores_)
+        self.embeddings_ = self._embed_cores(self.cores_)
+
+    def _embed_cores(self, cores: Sequence[str]) -> np.ndarray:
+        if self.filler_words_:
+            return self.embedder_.embed_ignoring(cores, self.filler_words_)
+        return self.embedder_.embed(cores)
 
     def _reduce(self) -> None:
         self.space_ = self.reducer_.reduce(self.embeddings_) if self.reducer_ else self.embeddings_
@@ -421,6 +466,8 @@ class PopulationInsights:
             "resample_fraction": self.resample_fraction,
             "seed": self.seed,
             "common_share": self.common_share,
+            "filler_share": self.filler_share,
+            "filler_words": sorted(self.filler_words_),
             "merge_similarity": self.merge_similarity,
         }
 
@@ -534,7 +581,7 @@ class PopulationInsights:
         texts = self.splitter_.split(persona_text)
         if not texts:
             raise ValueError("the persona has no trait statements (write at least one sentence of 3+ words)")
-        vectors = self.embedder_.embed([trait_core(text) for text in texts])
+        vectors = self._embed_cores([trait_core(text) for text in texts])
         positions = interpolate_positions(self.embeddings_, self.core_positions_, vectors)
         leaves = self.result_.leaves
         placed: list[PlacedStatement] = []
@@ -570,6 +617,7 @@ class PopulationInsights:
         return Placement(tuple(placed), nearest_insights, typicality, percentile)
 
 
+MIN_FILLER_CLUSTERS = 3  # a word in fewer clusters is not spread, whatever their share (a population of few traits)
 MAX_MEMBERS_TO_NAME = 200  # a name comes from the most central members; the rest add time, not words
 
 
