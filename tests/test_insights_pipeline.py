@@ -100,6 +100,37 @@ def test_themes_group_insights_and_json_schema_is_exact() -> None:
     assert parents == {"theme-1", "theme-2"}
 
 
+def test_no_theme_holds_more_than_half_of_the_users() -> None:
+    """Every persona says something about answer length (brief or detailed, one shared direction): grouped by
+    likeness alone those two insights form a theme of every user, a catch-all; the hobbies, two themes of three."""
+    hobbies = ["cook", "bake", "grill", "chess", "hike", "bees"]
+    personas = [Persona(f"{hobby}-{i}", f"The user likes to {hobby}, variant {i}. "
+                                        f"She wants {'brief' if i % 2 else 'detailed'} answers, case {i}.")
+                for hobby in hobbies for i in range(6)]
+
+    class StyleEmbedder(TopicEmbedder):
+        """Food hobbies share one direction, outdoor ones another, answer length a third."""
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            base = super().embed(texts)
+            groups = [base[:, i:j].sum(axis=1, keepdims=True) for i, j in ((0, 3), (3, 6), (6, 8))]
+            out = np.hstack([base[:, :8] * 0.6, *groups, base[:, 8:]])
+            return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def themes(**kwargs) -> list[set[str]]:
+        embedder = StyleEmbedder([*hobbies, "brief", "detailed"])
+        result = PopulationInsights(embedder=embedder, clusterer=KMeansClusterer(8), projector=PCAProjector(),
+                                    n_resamples=2, **kwargs).fit(personas)
+        assert len(result.leaves) == 8
+        return [set(theme.user_ids) for theme in result.themes]
+
+    assert any(len(users) == 36 for users in themes(max_theme_share=1.0))
+    bounded = themes()
+    assert bounded and all(len(users) <= 18 for users in bounded)
+    with pytest.raises(ValueError, match="max_theme_share must be in"):
+        themes(max_theme_share=0)
+
+
 def _filler_population() -> tuple[list[Persona], set[str], set[str], set[str]]:
     """10 cooks and 10 gardeners, each in their own words; 12 of them also carry the same filler sentence (two
     spellings of one wording)."""

@@ -10,7 +10,8 @@ its own:
  3. `_cluster`: the distinct cores (each common wording is a cluster of its own; optionally, clusters set apart by
     the same distinctive words are joined); a cluster's size is the number of *unique users* with a statement in
     it, and clusters with fewer than `min_users` users are hidden (privacy floor: only their count is reported);
- 4. `_group_themes`: insights grouped by average-linkage of their centroids into about sqrt(#insights) themes;
+ 4. `_group_themes`: insights grouped by average-linkage of their centroids into about sqrt(#insights) themes,
+    a theme that would hold more than `max_theme_share` of the users split along that tree (no catch-all parent);
  5. `_measure_stability`: re-cluster `n_resamples` times on a random `resample_fraction` of users with other
     seeds, and score each insight by its best Jaccard match (of statements) in each re-run, averaged;
  6. `_name`: keywords (c-TF-IDF) and names (central statement, or an LLM contrasting members with nearest
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from scipy import sparse
-from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.cluster.hierarchy import ClusterNode, fcluster, linkage, to_tree
 
 from synth.insights.embedding import (
     CachedEmbedder,
@@ -130,6 +131,10 @@ class PopulationInsights:
     several wordings (a density clusterer splits a trait by wording, e.g. one cluster per bold label a model chose).
     None, the default, joins nothing: with the default clusterer joining cost planted traits on the tuning
     generator (docs/insights.md); with `HDBSCANClusterer`, 0.16 is the value measured there.
+
+    `max_theme_share`: a theme (a group of insights, the broad level above them) holds at most this share of the
+    users; one that would hold more is split along the insights' tree. A parent that almost everyone falls into
+    (every persona says something about answer style) sets no one apart: a catch-all, not a theme.
     """
 
     def __init__(
@@ -149,6 +154,7 @@ class PopulationInsights:
         common_share: float | None = 0.2,
         filler_share: float | None = 0.1,
         merge_similarity: float | None = None,
+        max_theme_share: float = 0.5,
     ) -> None:
         self.splitter = splitter
         self.embedder = embedder
@@ -165,6 +171,7 @@ class PopulationInsights:
         self.common_share = common_share
         self.filler_share = filler_share
         self.merge_similarity = merge_similarity
+        self.max_theme_share = max_theme_share
 
     @classmethod
     def _parameter_names(cls) -> list[str]:
@@ -236,6 +243,8 @@ class PopulationInsights:
             raise ValueError("filler_share must be in (0, 1] or None")
         if self.merge_similarity is not None and not 0 < self.merge_similarity <= 1:
             raise ValueError("merge_similarity must be in (0, 1] or None")
+        if not 0 < self.max_theme_share <= 1:
+            raise ValueError("max_theme_share must be in (0, 1]")
         self.splitter_ = self.splitter or SentenceSplitter()
         self.embedder_ = self.embedder or CachedEmbedder(SentenceTransformerEmbedder(), self.cache_dir)
         self.reducer_ = self.reducer
@@ -340,7 +349,8 @@ class PopulationInsights:
         )
 
     def _group_themes(self) -> None:
-        self.theme_groups_ = _themes(self.leaf_centroids_)
+        self.theme_groups_ = _themes(self.leaf_centroids_, self._user_sets(self.leaf_members_),
+                                     self.max_theme_share * len(self.user_ids_))
         self.theme_members_ = [
             self._by_centrality(np.concatenate([self.leaf_members_[i] for i in group]))
             for group in self.theme_groups_
@@ -369,8 +379,9 @@ class PopulationInsights:
             rerun_leaves, _ = _visible_clusters(labels, users, 1)
             candidates = [_group_labels(rerun_leaves, n_statements)]
             if rerun_leaves:
-                rerun_themes = [np.concatenate([rerun_leaves[i] for i in group])
-                                for group in _themes(self._centroids(rerun_leaves))]
+                themes = _themes(self._centroids(rerun_leaves), self._user_sets(rerun_leaves),
+                                 self.max_theme_share * len(kept_users))
+                rerun_themes = [np.concatenate([rerun_leaves[i] for i in group]) for group in themes]
                 candidates.append(_group_labels(rerun_themes, n_statements))
             best = np.zeros(n_references)
             for candidate in candidates:
@@ -469,6 +480,7 @@ class PopulationInsights:
             "filler_share": self.filler_share,
             "filler_words": sorted(self.filler_words_),
             "merge_similarity": self.merge_similarity,
+            "max_theme_share": self.max_theme_share,
         }
 
     # ------------------------------------------------------------------ helpers of the stages
@@ -477,6 +489,9 @@ class PopulationInsights:
         member_vectors = self.embeddings_[self.statement_cores_[members]]
         similarity = member_vectors @ _unit(member_vectors.mean(axis=0))
         return members[np.lexsort((members, -similarity))]
+
+    def _user_sets(self, groups: Sequence[np.ndarray]) -> list[set[int]]:
+        return [set(self.statement_users_[members].tolist()) for members in groups]
 
     def _centroids(self, groups: Sequence[np.ndarray]) -> np.ndarray:
         if not groups:
@@ -692,17 +707,36 @@ def _best_jaccards(reference: np.ndarray, candidate: np.ndarray, kept: np.ndarra
     return best
 
 
-def _themes(centroids: np.ndarray) -> list[list[int]]:
-    """Groups of leaf indices: average-linkage (cosine) of centroids cut into round(sqrt(n)) groups; groups of one
-    leaf are not themes."""
+def _themes(centroids: np.ndarray, leaf_users: Sequence[set[int]], max_users: float) -> list[list[int]]:
+    """Groups of leaf indices: average-linkage (cosine) of centroids cut into round(sqrt(n)) groups, and a group
+    whose leaves hold more than `max_users` users split into the two subtrees it joined, again until none does;
+    groups of one leaf are not themes."""
     n = len(centroids)
     if n < 4:
         return []
     tree = linkage(centroids, method="average", metric="cosine")
     labels = fcluster(tree, t=max(2, round(math.sqrt(n))), criterion="maxclust")
-    groups = [list(np.flatnonzero(labels == label)) for label in np.unique(labels)]
-    groups = [sorted(int(i) for i in group) for group in groups if len(group) > 1]
+    nodes = {frozenset(node.pre_order()): node for node in _tree_nodes(to_tree(tree))}
+    pending = [nodes[frozenset(int(i) for i in np.flatnonzero(labels == label))] for label in np.unique(labels)]
+    groups = []
+    while pending:
+        node = pending.pop()
+        if not node.is_leaf() and len(set().union(*(leaf_users[i] for i in node.pre_order()))) > max_users:
+            pending += [node.get_left(), node.get_right()]
+        elif not node.is_leaf():
+            groups.append(sorted(node.pre_order()))
     return sorted(groups, key=lambda group: group[0])
+
+
+def _tree_nodes(root: ClusterNode) -> list[ClusterNode]:
+    """Every node of a scipy cluster tree (iteratively: a deep tree would exceed Python's recursion limit)."""
+    nodes, pending = [], [root]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        if not node.is_leaf():
+            pending += [node.get_left(), node.get_right()]
+    return nodes
 
 
 def _wording(core: str) -> str:
