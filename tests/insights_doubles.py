@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 
 from synth.insights import KMeansClusterer, PCAProjector, Persona, PopulationInsights
+from synth.insights.embedding import words_of
 
 TOPICS = ["cook", "privacy", "garden", "chess"]
 
@@ -78,8 +79,6 @@ class WordBagEmbedder:
 
     @staticmethod
     def _pool(texts: list[str], ignored: frozenset[str]) -> np.ndarray:
-        from synth.insights.embedding import words_of
-
         rows = []
         for text in texts:
             words = [word for word in words_of(text) if word not in ignored] or words_of(text)

@@ -34,10 +34,6 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-class WordIgnoringEmbedder(Embedder, Protocol):
-    def embed_ignoring(self, texts: Sequence[str], ignored_words: Collection[str]) -> np.ndarray: ...
-
-
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from scipy import sparse
-from scipy.cluster.hierarchy import ClusterNode, fcluster, linkage, to_tree
+from scipy.cluster.hierarchy import fcluster, linkage, to_tree
 
 from synth.insights.embedding import (
     CachedEmbedder,
@@ -710,33 +710,23 @@ def _best_jaccards(reference: np.ndarray, candidate: np.ndarray, kept: np.ndarra
 def _themes(centroids: np.ndarray, leaf_users: Sequence[set[int]], max_users: float) -> list[list[int]]:
     """Groups of leaf indices: average-linkage (cosine) of centroids cut into round(sqrt(n)) groups, and a group
     whose leaves hold more than `max_users` users split into the two subtrees it joined, again until none does;
-    groups of one leaf are not themes."""
+    groups of one leaf are not themes. (Average linkage is monotone, so each group of the cut is a subtree.)"""
     n = len(centroids)
     if n < 4:
         return []
     tree = linkage(centroids, method="average", metric="cosine")
     labels = fcluster(tree, t=max(2, round(math.sqrt(n))), criterion="maxclust")
-    nodes = {frozenset(node.pre_order()): node for node in _tree_nodes(to_tree(tree))}
-    pending = [nodes[frozenset(int(i) for i in np.flatnonzero(labels == label))] for label in np.unique(labels)]
-    groups = []
-    while pending:
+    groups, pending = [], [to_tree(tree)]
+    while pending:  # top-down: a node is a theme when it lies within one group of the cut and is not too large
         node = pending.pop()
-        if not node.is_leaf() and len(set().union(*(leaf_users[i] for i in node.pre_order()))) > max_users:
+        if node.is_leaf():
+            continue
+        leaves = node.pre_order()
+        if len(set(labels[leaves])) > 1 or len(set().union(*(leaf_users[i] for i in leaves))) > max_users:
             pending += [node.get_left(), node.get_right()]
-        elif not node.is_leaf():
-            groups.append(sorted(node.pre_order()))
+        else:
+            groups.append(sorted(leaves))
     return sorted(groups, key=lambda group: group[0])
-
-
-def _tree_nodes(root: ClusterNode) -> list[ClusterNode]:
-    """Every node of a scipy cluster tree (iteratively: a deep tree would exceed Python's recursion limit)."""
-    nodes, pending = [], [root]
-    while pending:
-        node = pending.pop()
-        nodes.append(node)
-        if not node.is_leaf():
-            pending += [node.get_left(), node.get_right()]
-    return nodes
 
 
 def _wording(core: str) -> str:
